@@ -1,0 +1,1 @@
+"""Fake kernels, autograd and autocast rules of the compiled ops (one module per op)."""
