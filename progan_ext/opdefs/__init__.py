@@ -1,1 +1,6 @@
-"""Fake kernels, autograd and autocast rules of the compiled ops (one module per op)."""
+"""Python-side registrations of the compiled ops, one module per op: fake (meta) kernels for
+torch.compile, autograd formulas (each backward is itself a registered, differentiable op, so
+second derivatives are right) and autocast rules. Imported by ``progan_ext.ops`` once the
+compiled module has defined the schemas."""
+
+from . import bias_act, minibatch_stddev, pixel_norm  # noqa: F401

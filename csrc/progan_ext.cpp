@@ -1,0 +1,37 @@
+// progan_ext: the one place where every operator's schema is defined.
+//
+// Kernels register themselves next to their code: TORCH_LIBRARY_IMPL(progan_ext, CPU, m) in
+// csrc/cpu/<op>.cpp and TORCH_LIBRARY_IMPL(progan_ext, CUDA, m) in csrc/cuda/<op>.cu. Fake
+// kernels, autograd and autocast rules are registered from Python (progan_ext/opdefs/<op>.py).
+// Each `*_backward` op is the gradient of its forward op and is itself differentiable, so
+// second derivatives (the WGAN-GP penalty) flow through compiled kernels too.
+
+#include <Python.h>
+#include <torch/library.h>
+
+TORCH_LIBRARY(progan_ext, m) {
+  // ---- pixel norm: y = x * rsqrt(mean(x^2, dim=1) + eps) --------------------------------------
+  m.def("pixel_norm(Tensor x, float eps) -> Tensor");
+  m.def("pixel_norm_backward(Tensor grad, Tensor x, float eps) -> Tensor");
+
+  // ---- minibatch standard deviation (official ProGAN grouping) --------------------------------
+  m.def("minibatch_stddev(Tensor x, int group_size, int num_features, float eps) -> Tensor");
+  m.def("minibatch_stddev_backward(Tensor grad, Tensor x, int group_size, int num_features, float eps) -> Tensor");
+
+  // ---- bias + activation: y = act(x + bias[c]); act is "lrelu" or "linear" ----------------------
+  m.def("bias_act(Tensor x, Tensor? bias, str act, float alpha) -> Tensor");
+  // grad * (y > 0 ? 1 : alpha): the leaky-ReLU gradient read off the output y (alpha >= 0).
+  m.def("bias_act_backward(Tensor grad, Tensor y, float alpha) -> Tensor");
+
+  // ---- equalized-LR convolutions (csrc/cpu/*conv*.cpp, csrc/cuda/*conv*.cu) --------------------
+  // CONVOLUTION SCHEMAS
+}
+
+// The compiled library is imported as the Python module progan_ext._C: importing it runs the
+// static registrations above. It carries no Python functions of its own.
+extern "C" PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {
+      PyModuleDef_HEAD_INIT, "_C", "progan_ext compiled operators (registered in torch.ops.progan_ext)",
+      -1, nullptr};
+  return PyModule_Create(&module_def);
+}

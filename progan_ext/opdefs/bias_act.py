@@ -1,0 +1,58 @@
+"""bias_act: fake kernels and autograd.
+
+    y  = act(x + b)
+    gx = bias_act_backward(g, y, alpha) = g * (y > 0 ? 1 : alpha)   (lrelu; g itself for linear)
+    gb = sum of gx over every dim but 1
+
+``bias_act_backward`` is linear in g and piecewise constant in y, so its own derivative is
+``bias_act_backward`` of the incoming gradient (and zero with respect to y).
+"""
+
+import torch
+
+from ._common import empty_like_layout
+
+_ops = torch.ops.progan_ext
+
+
+@torch.library.register_fake("progan_ext::bias_act")
+def _bias_act_fake(x, bias, act, alpha):
+    return empty_like_layout(x)
+
+
+@torch.library.register_fake("progan_ext::bias_act_backward")
+def _bias_act_backward_fake(grad, y, alpha):
+    return empty_like_layout(y)
+
+
+def _setup(ctx, inputs, output):
+    x, bias, act, alpha = inputs
+    ctx.save_for_backward(output if act == "lrelu" else None)
+    ctx.act, ctx.alpha = act, alpha
+
+
+def _bias_act_grad(ctx, grad):
+    (y,) = ctx.saved_tensors
+    gx = _ops.bias_act_backward(grad, y, ctx.alpha) if ctx.act == "lrelu" else grad
+    gb = None
+    if ctx.needs_input_grad[1]:
+        gb = gx.sum(dim=[d for d in range(gx.dim()) if d != 1])
+    return gx, gb, None, None
+
+
+def _setup_backward(ctx, inputs, output):
+    grad, y, alpha = inputs
+    ctx.save_for_backward(y)
+    ctx.alpha = alpha
+
+
+def _bias_act_backward_grad(ctx, u):
+    (y,) = ctx.saved_tensors
+    grad_g = _ops.bias_act_backward(u, y, ctx.alpha) if ctx.needs_input_grad[0] else None
+    return grad_g, None, None
+
+
+torch.library.register_autograd("progan_ext::bias_act", _bias_act_grad, setup_context=_setup)
+torch.library.register_autograd(
+    "progan_ext::bias_act_backward", _bias_act_backward_grad, setup_context=_setup_backward
+)

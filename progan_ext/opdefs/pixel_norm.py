@@ -1,0 +1,66 @@
+"""pixel_norm: fake kernels and autograd.
+
+    y  = x * r,  r = rsqrt(mean_c(x^2) + eps)
+    gx = pixel_norm_backward(g, x) = r*g - r^3 * x * mean_c(g*x)
+
+The Jacobian dy/dx is symmetric, so the derivative of ``pixel_norm_backward`` with respect to g
+is ``pixel_norm_backward`` again; its derivative with respect to x is written below with plain
+differentiable torch ops (so any higher order works too).
+"""
+
+import torch
+
+from ._common import acc, empty_like_layout
+
+_ops = torch.ops.progan_ext
+
+
+@torch.library.register_fake("progan_ext::pixel_norm")
+def _pixel_norm_fake(x, eps):
+    return empty_like_layout(x)
+
+
+@torch.library.register_fake("progan_ext::pixel_norm_backward")
+def _pixel_norm_backward_fake(grad, x, eps):
+    return empty_like_layout(x)
+
+
+def _setup(ctx, inputs, output):
+    x, eps = inputs
+    ctx.save_for_backward(x)
+    ctx.eps = eps
+
+
+def _pixel_norm_grad(ctx, grad):
+    (x,) = ctx.saved_tensors
+    return _ops.pixel_norm_backward(grad, x, ctx.eps), None
+
+
+def _setup_backward(ctx, inputs, output):
+    grad, x, eps = inputs
+    ctx.save_for_backward(grad, x)
+    ctx.eps = eps
+
+
+def _pixel_norm_backward_grad(ctx, u):
+    g, x = ctx.saved_tensors
+    grad_g = grad_x = None
+    if ctx.needs_input_grad[0]:
+        grad_g = _ops.pixel_norm_backward(u, x, ctx.eps)
+    if ctx.needs_input_grad[1]:
+        # d/dx <u, r*g - r^3 x p>, p = mean(g x):
+        #   = -r^3 x mean(u g) + 3 r^5 x p mean(u x) - r^3 p u - r^3 mean(u x) g
+        xf, gf, uf = acc(x), acc(g), acc(u)
+        r = torch.rsqrt(xf.square().mean(1, keepdim=True) + ctx.eps)
+        r3 = r * r * r
+        p = (gf * xf).mean(1, keepdim=True)
+        ux = (uf * xf).mean(1, keepdim=True)
+        ug = (uf * gf).mean(1, keepdim=True)
+        grad_x = (xf * (3 * r3 * r * r * p * ux - r3 * ug) - r3 * (p * uf + ux * gf)).to(x.dtype)
+    return grad_g, grad_x, None
+
+
+torch.library.register_autograd("progan_ext::pixel_norm", _pixel_norm_grad, setup_context=_setup)
+torch.library.register_autograd(
+    "progan_ext::pixel_norm_backward", _pixel_norm_backward_grad, setup_context=_setup_backward
+)

@@ -1,0 +1,147 @@
+"""Builds progan_ext._C against the PyTorch that is installed in this environment.
+
+Install with ``pip install --no-build-isolation .`` (README, 'Install'): the extension must be
+compiled against the very torch it will run with, so it is never built inside an isolated
+environment that would fetch another torch.
+
+Build knobs (environment variables, read here and only here; documented in the README):
+  PROGAN_EXT_FORCE_CUDA=1    fail if the CUDA kernels cannot be built
+  PROGAN_EXT_CPU_ONLY=1      build only the C++ CPU kernels
+  PROGAN_EXT_DEBUG=1         -O0 -g host code, -G device code, no fast paths hidden by optimisation
+  TORCH_CUDA_ARCH_LIST       GPU architectures (default without a visible GPU: 8.0;8.6;8.9;9.0+PTX)
+  MAX_JOBS                   parallel compile jobs (ninja)
+  PROGAN_EXT_NVCC_THREADS    nvcc --threads (default 2)
+  CUDA_HOME                  the CUDA toolkit; found from nvcc when unset (nvcc may be a wrapper)
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from setuptools import setup
+
+ROOT = Path(__file__).parent.resolve()
+DEFAULT_ARCH_LIST = "8.0;8.6;8.9;9.0+PTX"
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "0").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+FORCE_CUDA = _flag("PROGAN_EXT_FORCE_CUDA")
+CPU_ONLY = _flag("PROGAN_EXT_CPU_ONLY")
+DEBUG = _flag("PROGAN_EXT_DEBUG")
+NVCC_THREADS = os.environ.get("PROGAN_EXT_NVCC_THREADS", "2")
+if FORCE_CUDA and CPU_ONLY:
+    sys.exit("progan_ext: PROGAN_EXT_FORCE_CUDA=1 and PROGAN_EXT_CPU_ONLY=1 contradict each other")
+
+
+def find_cuda_home():
+    """The CUDA toolkit folder, or None. nvcc on PATH may be a wrapper script, so ask nvcc itself:
+    its dry run prints the toolkit root as `#$ TOP=...`."""
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        home = os.environ.get(var)
+        if home and (Path(home) / "bin" / "nvcc").exists():
+            return str(Path(home).resolve())
+    nvcc = shutil.which("nvcc") or next(
+        (p for p in ("/usr/local/cuda/bin/nvcc",) if Path(p).exists()), None
+    )
+    if nvcc is None:
+        return None
+    try:
+        out = subprocess.run(
+            [nvcc, "-dryrun", "-x", "cu", "-c", os.devnull, "-o", os.devnull],
+            capture_output=True, text=True, timeout=120,
+        )
+        m = re.search(r"^#\$ TOP=(.+)$", out.stdout + out.stderr, re.M)
+        if m:
+            top = Path(m.group(1).strip()).resolve()
+            if (top / "bin" / "nvcc").exists():
+                return str(top)
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return str(Path(nvcc).resolve().parent.parent)
+
+
+CUDA_HOME = None if CPU_ONLY else find_cuda_home()
+if CUDA_HOME:
+    os.environ["CUDA_HOME"] = CUDA_HOME  # before torch.utils.cpp_extension reads it at import
+
+try:
+    import torch
+    from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
+except ImportError:
+    sys.exit(
+        "progan_ext: PyTorch is not importable in the build environment. progan_ext compiles against "
+        "the torch you run it with: install torch first (`pip install torch`), then build with "
+        "`pip install --no-build-isolation .`"
+    )
+
+
+def cuda_decision():
+    """(with_cuda, reason) for building the CUDA kernels."""
+    if CPU_ONLY:
+        return False, "PROGAN_EXT_CPU_ONLY=1"
+    if torch.version.cuda is None:
+        return False, f"torch {torch.__version__} is not a CUDA build"
+    if CUDA_HOME is None:
+        return False, "no CUDA toolkit found (nvcc not on PATH and CUDA_HOME unset)"
+    return True, f"CUDA_HOME={CUDA_HOME}"
+
+
+WITH_CUDA, REASON = cuda_decision()
+if FORCE_CUDA and not WITH_CUDA:
+    sys.exit(f"progan_ext: PROGAN_EXT_FORCE_CUDA=1 but the CUDA kernels cannot be built: {REASON}")
+
+if WITH_CUDA and not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
+    os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_ARCH_LIST
+ARCH_LIST = os.environ.get("TORCH_CUDA_ARCH_LIST", "(visible GPUs)") if WITH_CUDA else None
+
+if WITH_CUDA:
+    print(f"progan_ext: building with CUDA kernels ({REASON}, TORCH_CUDA_ARCH_LIST={ARCH_LIST})", flush=True)
+else:
+    print(f"progan_ext: building the CPU-only extension ({REASON})", flush=True)
+
+
+def write_build_info():
+    """Records what the binary is built against; progan_ext/_ext.py compares it at import."""
+    info = {
+        "torch_version": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "with_cuda": WITH_CUDA,
+        "cuda_home": CUDA_HOME if WITH_CUDA else None,
+        "arch_list": ARCH_LIST,
+        "debug": DEBUG,
+        "python": sys.version.split()[0],
+        "builder": "setup.py",
+    }
+    (ROOT / "progan_ext" / "_build_info.py").write_text(
+        "# Written by the build (setup.py or CMake); do not edit.\nBUILD_INFO = " + repr(info) + "\n"
+    )
+
+
+def extension():
+    sources = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc").glob("*.cpp"))
+    sources += sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc" / "cpu").glob("*.cpp"))
+    cxx = ["-O0", "-g"] if DEBUG else ["-O3"]
+    args = {"cxx": cxx}
+    macros = []
+    if WITH_CUDA:
+        sources += sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc" / "cuda").glob("*.cu"))
+        args["nvcc"] = (["-O0", "-G", "-g"] if DEBUG else ["-O3", "-lineinfo"]) + [
+            "--expt-relaxed-constexpr",
+            f"--threads={NVCC_THREADS}",
+        ]
+        macros.append(("PROGAN_EXT_WITH_CUDA", "1"))
+        return CUDAExtension("progan_ext._C", sources, extra_compile_args=args, define_macros=macros)
+    return CppExtension("progan_ext._C", sources, extra_compile_args=args, define_macros=macros)
+
+
+write_build_info()
+setup(
+    ext_modules=[extension()],
+    cmdclass={"build_ext": BuildExtension},
+)
