@@ -23,8 +23,23 @@ TORCH_LIBRARY(progan_ext, m) {
   // grad * (y > 0 ? 1 : alpha): the leaky-ReLU gradient read off the output y (alpha >= 0).
   m.def("bias_act_backward(Tensor grad, Tensor y, float alpha) -> Tensor");
 
-  // ---- equalized-LR convolutions (csrc/cpu/*conv*.cpp, csrc/cuda/*conv*.cu) --------------------
-  // CONVOLUTION SCHEMAS
+  // ---- equalized-LR convolutions ----------------------------------------------------------------
+  // Fused public ops: conv with weight * gain/sqrt(Cin*k*k), then bias + act (+ pixel norm, eps
+  // 1e-8), the output written once. upsample_conv2d: nearest 2x upsample then 3x3 conv (4-phase,
+  // the upsampled tensor is never stored); conv2d_downsample: 3x3 conv then 2x2 average pool
+  // (a 4x4 stride-2 conv with the summed kernel) then bias + act.
+  m.def("eq_conv2d(Tensor x, Tensor weight, Tensor? bias, float gain, str act, float alpha, bool pixel_norm) -> Tensor");
+  m.def("upsample_conv2d(Tensor x, Tensor weight, Tensor? bias, float gain, str act, float alpha, bool pixel_norm) -> Tensor");
+  m.def("conv2d_downsample(Tensor x, Tensor weight, Tensor? bias, float gain, str act, float alpha) -> Tensor");
+  // Linear building blocks of the backward passes (each one's derivatives are expressed with the
+  // two of them, so every order of derivative stays on compiled kernels). mode is
+  //   "same": conv2d(x, w*scale, padding=k//2)
+  //   "up":   conv2d(upsample_nearest2x(x), w*scale, padding=1)      (k = 3)
+  //   "down": avg_pool2d(conv2d(x, w*scale, padding=1), 2)           (k = 3)
+  // The input gradient of "up" is 4 * "down" with the flipped, transposed kernel and vice versa.
+  m.def("conv2d_resample(Tensor x, Tensor weight, float scale, str mode) -> Tensor");
+  // d<grad_out, conv2d_resample(x, w, scale, mode)>/dw, shape [Cout, Cin, k, k].
+  m.def("conv2d_resample_grad_weight(Tensor x, Tensor grad_out, float scale, str mode, int kernel_size) -> Tensor");
 }
 
 // The compiled library is imported as the Python module progan_ext._C: importing it runs the
