@@ -1,0 +1,184 @@
+// pixel_norm on CUDA: y = x * rsqrt(mean_c(x^2) + eps), and its gradient
+//   gx = r*g - r^3 * x * mean_c(g*x).
+//
+// Two memory layouts, two kernels:
+//  * channels inner (channels_last or rank 2): a pixel's C values are contiguous. One warp per
+//    pixel: lanes stride over the channels (16-byte vectors when C and the base are aligned),
+//    the sums are warp reductions, then the warp rescales the same row (an L1/L2 hit).
+//  * NCHW: channel c of a pixel sits S = H*W elements after channel c-1. One thread owns VEC
+//    adjacent pixels of one image and walks the channels, so a warp reads 32*VEC adjacent
+//    elements per channel (coalesced); the rescale pass walks the channels again.
+// All accumulation is in acc_t (fp32, fp64 for double); indices are int64.
+
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include "../common.h"
+#include "device_utils.cuh"
+
+namespace progan_ext {
+namespace cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+// Per-pixel coefficients: forward y = a*x; backward gx = a*g - b*x.
+template <typename T, bool kBackward>
+struct Coeffs {
+  T a, b;
+  __device__ static Coeffs make(T sxx, T sgx, int64_t C, T eps) {
+    const T r = T(1) / sqrt(sxx / T(C) + eps);
+    return {r, kBackward ? r * r * r * sgx / T(C) : T(0)};
+  }
+};
+
+// ---- channels innermost: one warp per pixel -----------------------------------------------------
+template <typename scalar_t, int VEC, bool kBackward>
+__global__ void pixel_norm_rows_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ g,
+                                       scalar_t* __restrict__ out, int64_t pixels, int64_t C, acc_t<scalar_t> eps) {
+  using T = acc_t<scalar_t>;
+  const int lane = threadIdx.x % 32;
+  const int64_t warps_total = int64_t(gridDim.x) * (blockDim.x / 32);
+  for (int64_t p = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32; p < pixels; p += warps_total) {
+    const int64_t base = p * C;  // VEC > 1 only when C % VEC == 0 and x is 16-byte aligned
+    T sxx = 0, sgx = 0;
+    for (int64_t c = int64_t(lane) * VEC; c < C; c += 32 * VEC) {
+      const auto xv = load_vec<scalar_t, VEC>(x + base + c);
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) {
+        const T xf = static_cast<T>(xv.v[k]);
+        sxx += xf * xf;
+      }
+      if constexpr (kBackward) {
+        const auto gv = load_vec<scalar_t, VEC>(g + base + c);
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) sgx += static_cast<T>(gv.v[k]) * static_cast<T>(xv.v[k]);
+      }
+    }
+    sxx = warp_sum(sxx);
+    if constexpr (kBackward) sgx = warp_sum(sgx);
+    const auto co = Coeffs<T, kBackward>::make(sxx, sgx, C, eps);
+    for (int64_t c = int64_t(lane) * VEC; c < C; c += 32 * VEC) {
+      const auto xv = load_vec<scalar_t, VEC>(x + base + c);
+      Vec<scalar_t, VEC> ov;
+      if constexpr (kBackward) {
+        const auto gv = load_vec<scalar_t, VEC>(g + base + c);
+#pragma unroll
+        for (int k = 0; k < VEC; ++k)
+          ov.v[k] = static_cast<scalar_t>(co.a * static_cast<T>(gv.v[k]) - co.b * static_cast<T>(xv.v[k]));
+      } else {
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) ov.v[k] = static_cast<scalar_t>(co.a * static_cast<T>(xv.v[k]));
+      }
+      store_vec(out + base + c, ov);
+    }
+  }
+}
+
+// ---- NCHW: one thread per VEC adjacent pixels of an image -----------------------------------------
+template <typename scalar_t, int VEC, bool kBackward>
+__global__ void pixel_norm_planes_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ g,
+                                         scalar_t* __restrict__ out, int64_t N, int64_t C, int64_t S,
+                                         acc_t<scalar_t> eps) {
+  using T = acc_t<scalar_t>;
+  const int64_t groups_per_image = S / VEC;  // VEC > 1 only when S % VEC == 0 and x is aligned
+  const int64_t items = N * groups_per_image;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < items; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t n = i / groups_per_image;
+    const int64_t base = n * C * S + (i % groups_per_image) * VEC;  // channel 0 of the VEC pixels
+    T sxx[VEC] = {}, sgx[VEC] = {};
+    for (int64_t c = 0; c < C; ++c) {
+      const auto xv = load_vec<scalar_t, VEC>(x + base + c * S);
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) sxx[k] += static_cast<T>(xv.v[k]) * static_cast<T>(xv.v[k]);
+      if constexpr (kBackward) {
+        const auto gv = load_vec<scalar_t, VEC>(g + base + c * S);
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) sgx[k] += static_cast<T>(gv.v[k]) * static_cast<T>(xv.v[k]);
+      }
+    }
+    Coeffs<T, kBackward> co[VEC];
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) co[k] = Coeffs<T, kBackward>::make(sxx[k], sgx[k], C, eps);
+    for (int64_t c = 0; c < C; ++c) {
+      const auto xv = load_vec<scalar_t, VEC>(x + base + c * S);
+      Vec<scalar_t, VEC> ov;
+      if constexpr (kBackward) {
+        const auto gv = load_vec<scalar_t, VEC>(g + base + c * S);
+#pragma unroll
+        for (int k = 0; k < VEC; ++k)
+          ov.v[k] = static_cast<scalar_t>(co[k].a * static_cast<T>(gv.v[k]) - co[k].b * static_cast<T>(xv.v[k]));
+      } else {
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) ov.v[k] = static_cast<scalar_t>(co[k].a * static_cast<T>(xv.v[k]));
+      }
+      store_vec(out + base + c * S, ov);
+    }
+  }
+}
+
+// Picks the layout kernel and the widest vector width the sizes and pointers allow.
+template <typename scalar_t, bool kBackward>
+void launch_pixel_norm(const at::Tensor& x, const at::Tensor* g, at::Tensor& out, double eps) {
+  constexpr int V = kVec<scalar_t>;
+  const scalar_t* xp = x.const_data_ptr<scalar_t>();
+  const scalar_t* gp = g ? g->const_data_ptr<scalar_t>() : nullptr;
+  scalar_t* op = out.mutable_data_ptr<scalar_t>();
+  const bool ptrs_aligned = aligned16(xp) && aligned16(op) && (!gp || aligned16(gp));
+  const int64_t N = x.size(0), C = x.size(1), S = x.dim() == 4 ? x.size(2) * x.size(3) : 1;
+  const auto e = static_cast<acc_t<scalar_t>>(eps);
+  const cudaStream_t stream = current_stream();
+  const bool rows = x.dim() == 2 || layout_of(x) == at::MemoryFormat::ChannelsLast;
+  if (rows) {
+    const int64_t pixels = N * S;
+    const unsigned blocks = grid_for(pixels, kThreads / 32);
+    if (ptrs_aligned && C % V == 0)
+      pixel_norm_rows_kernel<scalar_t, V, kBackward><<<blocks, kThreads, 0, stream>>>(xp, gp, op, pixels, C, e);
+    else
+      pixel_norm_rows_kernel<scalar_t, 1, kBackward><<<blocks, kThreads, 0, stream>>>(xp, gp, op, pixels, C, e);
+  } else if (ptrs_aligned && S % V == 0) {
+    const unsigned blocks = grid_for(N * S / V, kThreads);
+    pixel_norm_planes_kernel<scalar_t, V, kBackward><<<blocks, kThreads, 0, stream>>>(xp, gp, op, N, C, S, e);
+  } else {
+    const unsigned blocks = grid_for(N * S, kThreads);
+    pixel_norm_planes_kernel<scalar_t, 1, kBackward><<<blocks, kThreads, 0, stream>>>(xp, gp, op, N, C, S, e);
+  }
+  PROGAN_CUDA_CHECK_LAUNCH();
+}
+
+at::Tensor pixel_norm_cuda(const at::Tensor& x_in, double eps) {
+  check_pixel_norm_args(x_in, eps);
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  const auto fmt = layout_of(x_in);
+  const at::Tensor x = x_in.contiguous(fmt);
+  at::Tensor y = at::empty(x.sizes(), x.options().memory_format(fmt));
+  if (x.numel() == 0) return y;
+  PROGAN_DISPATCH_FLOATING_TYPES(x.scalar_type(), "pixel_norm_cuda",
+                                 [&] { launch_pixel_norm<scalar_t, false>(x, nullptr, y, eps); });
+  return y;
+}
+
+at::Tensor pixel_norm_backward_cuda(const at::Tensor& grad_in, const at::Tensor& x_in, double eps) {
+  check_pixel_norm_args(x_in, eps);
+  check_same_shape(x_in, grad_in, "x", "grad");
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  const auto fmt = layout_of(x_in);
+  const at::Tensor x = x_in.contiguous(fmt), g = grad_in.contiguous(fmt);
+  at::Tensor gx = at::empty(x.sizes(), x.options().memory_format(fmt));
+  if (x.numel() == 0) return gx;
+  PROGAN_DISPATCH_FLOATING_TYPES(x.scalar_type(), "pixel_norm_backward_cuda",
+                                 [&] { launch_pixel_norm<scalar_t, true>(x, &g, gx, eps); });
+  return gx;
+}
+
+}  // namespace
+}  // namespace cuda
+
+TORCH_LIBRARY_IMPL(progan_ext, CUDA, m) {
+  m.impl("pixel_norm", &cuda::pixel_norm_cuda);
+  m.impl("pixel_norm_backward", &cuda::pixel_norm_backward_cuda);
+}
+
+}  // namespace progan_ext

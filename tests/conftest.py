@@ -1,0 +1,76 @@
+"""Shared pytest configuration: devices, tolerances and random inputs.
+
+CUDA cases are parametrized with the id "cuda" and skip cleanly without a GPU (select them with
+`pytest -k cuda`); cases that need the compiled extension skip when it was not built.
+"""
+
+import pytest
+import torch
+
+import progan_ext
+from progan_ext import ops
+
+HAS_CUDA = torch.cuda.is_available()
+COMPILED = progan_ext._ext.available
+
+DEVICES = [
+    pytest.param("cpu", id="cpu"),
+    pytest.param("cuda", id="cuda", marks=pytest.mark.skipif(not HAS_CUDA, reason="no CUDA device")),
+]
+
+FLOAT_DTYPES = [
+    pytest.param(torch.float64, id="f64"),
+    pytest.param(torch.float32, id="f32"),
+    pytest.param(torch.float16, id="f16"),
+    pytest.param(torch.bfloat16, id="bf16"),
+]
+
+# (rtol, atol) for comparing a kernel with the reference: both compute in fp32 (fp64) and round
+# once to the output dtype, so the 16-bit types may differ by about one unit in the last place.
+TOL = {
+    torch.float64: (1e-10, 1e-12),
+    torch.float32: (1e-5, 1e-6),
+    torch.float16: (2e-3, 2e-3),
+    torch.bfloat16: (1.6e-2, 1e-2),
+}
+
+LAYOUTS = ["contiguous", "channels_last", "strided"]
+
+requires_compiled = pytest.mark.skipif(not COMPILED, reason="compiled extension not built")
+
+
+def has_compiled_kernel(op: str, device: str) -> bool:
+    return ops._has_kernel(op, device)
+
+
+def skip_without_kernel(op: str, device: str) -> None:
+    if not has_compiled_kernel(op, device):
+        pytest.skip(f"no compiled {op} kernel for {device} in this build")
+
+
+def randn(shape, *, dtype=torch.float32, device="cpu", layout="contiguous", requires_grad=False, seed=0):
+    """Random normal tensor in the requested layout: contiguous NCHW, channels_last, or a
+    non-contiguous strided view (every other column of a wider tensor)."""
+    gen = torch.Generator().manual_seed(seed)
+    if layout == "strided":
+        wide = list(shape)
+        wide[-1] *= 2
+        t = torch.randn(wide, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)[..., ::2]
+    else:
+        t = torch.randn(shape, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
+    if layout == "channels_last" and t.dim() == 4:
+        t = t.contiguous(memory_format=torch.channels_last)
+    if layout == "strided":
+        assert not t.is_contiguous()
+    return t.requires_grad_(requires_grad)
+
+
+def assert_close(actual, expected, dtype):
+    rtol, atol = TOL[dtype]
+    torch.testing.assert_close(actual, expected, rtol=rtol, atol=atol)
+
+
+def expected_format(x: torch.Tensor) -> torch.memory_format:
+    from progan_ext.opdefs._common import memory_format
+
+    return memory_format(x)
