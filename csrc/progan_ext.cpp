@@ -44,7 +44,7 @@ TORCH_LIBRARY(progan_ext, m) {
 
 // The compiled library is imported as the Python module progan_ext._C: importing it runs the
 // static registrations above. It carries no Python functions of its own.
-extern "C" PyObject* PyInit__C(void) {
+PyMODINIT_FUNC PyInit__C(void) {
   static struct PyModuleDef module_def = {
       PyModuleDef_HEAD_INIT, "_C", "progan_ext compiled operators (registered in torch.ops.progan_ext)",
       -1, nullptr};
