@@ -29,7 +29,18 @@ def _backend(impl: str):
     return ops if impl == "ext" else reference
 
 
-class PixelNorm(nn.Module):
+class _OpsModule(nn.Module):
+    """Resolves the op namespace from ``self.impl`` on use (a module attribute would stop
+    ``copy.deepcopy`` of the layer, which EMA copies of a generator need)."""
+
+    impl: str
+
+    @property
+    def _f(self):
+        return _backend(self.impl)
+
+
+class PixelNorm(_OpsModule):
     """Normalises each pixel's feature vector to unit mean square (dim 1)."""
 
     def __init__(self, eps: float = 1e-8, *, impl: str = "ext"):
@@ -37,7 +48,7 @@ class PixelNorm(nn.Module):
         reference.check_eps(eps)
         self.eps = eps
         self.impl = impl
-        self._f = _backend(impl)
+        _backend(impl)  # validates impl
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._f.pixel_norm(x, self.eps)
@@ -46,14 +57,14 @@ class PixelNorm(nn.Module):
         return f"eps={self.eps}, impl={self.impl!r}"
 
 
-class MinibatchStdDev(nn.Module):
+class MinibatchStdDev(_OpsModule):
     """Appends ``num_features`` channels of minibatch standard deviation (official ProGAN layer)."""
 
     def __init__(self, group_size: int = 4, num_features: int = 1, eps: float = 1e-8, *, impl: str = "ext"):
         super().__init__()
         self.group_size, self.num_features, self.eps = group_size, num_features, eps
         self.impl = impl
-        self._f = _backend(impl)
+        _backend(impl)  # validates impl
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._f.minibatch_stddev(x, self.group_size, self.num_features, self.eps)
@@ -62,7 +73,7 @@ class MinibatchStdDev(nn.Module):
         return f"group_size={self.group_size}, num_features={self.num_features}, impl={self.impl!r}"
 
 
-class EqualizedConv2d(nn.Module):
+class EqualizedConv2d(_OpsModule):
     """Equalized-LR 2-D convolution with a fused bias / activation / pixel-norm epilogue.
 
     Args:
@@ -103,7 +114,7 @@ class EqualizedConv2d(nn.Module):
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel_size
         self.gain, self.act, self.alpha = gain, act, alpha
         self.pixel_norm, self.resample, self.impl = pixel_norm, resample, impl
-        self._f = _backend(impl)
+        _backend(impl)  # validates impl
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
 
@@ -122,7 +133,7 @@ class EqualizedConv2d(nn.Module):
         )
 
 
-class EqualizedLinear(nn.Module):
+class EqualizedLinear(_OpsModule):
     """Equalized-LR dense layer: ``x @ (weight * gain/sqrt(in_features)).T``, then bias_act.
 
     Args:
@@ -146,7 +157,7 @@ class EqualizedLinear(nn.Module):
         reference.check_act(act, alpha)
         self.in_features, self.out_features = in_features, out_features
         self.gain, self.act, self.alpha, self.impl = gain, act, alpha, impl
-        self._f = _backend(impl)
+        _backend(impl)  # validates impl
         self.weight = nn.Parameter(torch.randn(out_features, in_features))
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
 

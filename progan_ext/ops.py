@@ -136,6 +136,7 @@ def bias_act(
     Returns:
         Tensor of x's shape, dtype and memory format.
     """
+    bias = ref.autocast_bias(x, bias)  # inside autocast the bias follows x's dtype
     ref.check_bias_act(x, bias, act, alpha)
     if _compiled("bias_act", x):
         return torch.ops.progan_ext.bias_act(x, bias, act, float(alpha))
@@ -159,13 +160,15 @@ def eq_conv2d(
     """Equalized-LR convolution with a fused bias / leaky-ReLU / pixel-norm epilogue.
 
     Computes ``conv2d(x, weight * gain / sqrt(Cin*k*k), padding=k//2)``, adds bias, applies the
-    activation and, if ``pixel_norm``, normalises each pixel's feature vector (eps 1e-8).
+    activation and, if ``pixel_norm``, normalises each pixel's feature vector (eps 1e-8). Inside
+    ``torch.autocast`` all three convolution ops run in the autocast dtype, as ``conv2d`` does.
 
     Args:
         x: [N, Cin, H, W]. weight: raw parameter [Cout, Cin, k, k], k odd. bias: [Cout] or None.
     Returns:
         [N, Cout, H, W] in x's dtype and memory format.
     """
+    x, weight, bias = ref.autocast_conv_inputs(x, weight, bias)  # PyTorch's conv autocast policy
     ref.check_conv(x, weight, bias, gain, act, alpha)
     if _compiled("eq_conv2d", x):
         return torch.ops.progan_ext.eq_conv2d(x, weight, bias, float(gain), act, float(alpha), bool(pixel_norm))
@@ -190,6 +193,7 @@ def upsample_conv2d(
     Returns:
         [N, Cout, 2H, 2W] in x's dtype and memory format.
     """
+    x, weight, bias = ref.autocast_conv_inputs(x, weight, bias)  # PyTorch's conv autocast policy
     ref.check_conv(x, weight, bias, gain, act, alpha, kernel_sizes=(3,), op="upsample_conv2d")
     if _compiled("upsample_conv2d", x):
         return torch.ops.progan_ext.upsample_conv2d(
@@ -214,6 +218,7 @@ def conv2d_downsample(
     Returns:
         [N, Cout, H/2, W/2] in x's dtype and memory format.
     """
+    x, weight, bias = ref.autocast_conv_inputs(x, weight, bias)  # PyTorch's conv autocast policy
     ref.check_conv(x, weight, bias, gain, act, alpha, kernel_sizes=(3,), op="conv2d_downsample")
     if x.shape[2] % 2 or x.shape[3] % 2:
         return ref.conv2d_downsample(x, weight, bias, gain=gain, act=act, alpha=alpha)  # raises

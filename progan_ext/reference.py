@@ -108,6 +108,22 @@ def check_minibatch_stddev(x, group_size, num_features, eps) -> None:
         raise ValueError(f"minibatch_stddev: channels {c} are not divisible by num_features {num_features}")
 
 
+def autocast_bias(x, bias):
+    """Inside an autocast region a float32 bias parameter meets lower-precision activations;
+    bias_act keeps x's dtype, so the bias follows x there (outside autocast a mismatch is an error)."""
+    if (
+        isinstance(x, torch.Tensor)
+        and isinstance(bias, torch.Tensor)
+        and bias.dtype != x.dtype
+        and x.device.type in ("cpu", "cuda")
+        and torch.is_autocast_enabled(x.device.type)
+        and x.is_floating_point()
+        and bias.is_floating_point()
+    ):
+        return bias.to(x.dtype)
+    return bias
+
+
 def check_bias_act(x, bias, act, alpha) -> None:
     check_tensor(x, "x", ranks=(2, 3, 4, 5))
     check_act(act, alpha)
@@ -173,6 +189,7 @@ def bias_act(
     x: torch.Tensor, bias: torch.Tensor | None = None, act: str = "lrelu", alpha: float = 0.2
 ) -> torch.Tensor:
     """``x + bias`` (broadcast over dim 1), then leaky ReLU with slope ``alpha`` or identity."""
+    bias = autocast_bias(x, bias)
     check_bias_act(x, bias, act, alpha)
     return _bias_act(x.to(_acc_dtype(x.dtype)), bias, act, alpha).to(x.dtype)
 
@@ -187,6 +204,24 @@ def _bias_act(z, bias, act, alpha):
 
 # ----------------------------------------------------------------------------------------------
 # Equalized-learning-rate convolutions.
+
+
+def autocast_conv_inputs(x, weight, bias):
+    """PyTorch's autocast policy for convolutions: inside an autocast region for x's device, x,
+    weight and bias run in the autocast dtype (float64 inputs are left alone, as autocast does)."""
+    if not isinstance(x, torch.Tensor) or not isinstance(weight, torch.Tensor):
+        return x, weight, bias
+    device_type = x.device.type
+    if device_type not in ("cpu", "cuda") or not torch.is_autocast_enabled(device_type):
+        return x, weight, bias
+    dtype = torch.get_autocast_dtype(device_type)
+
+    def cast(t):
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and t.dtype != torch.float64:
+            return t.to(dtype)
+        return t
+
+    return cast(x), cast(weight), cast(bias)
 
 
 def weight_scale(weight: torch.Tensor, gain: float) -> float:
@@ -215,6 +250,7 @@ def eq_conv2d(
 ) -> torch.Tensor:
     """Equalized-LR conv ``conv2d(x, weight * gain/sqrt(fan_in), padding=k//2)``, then bias_act,
     then pixel norm (eps 1e-8) if asked."""
+    x, weight, bias = autocast_conv_inputs(x, weight, bias)
     check_conv(x, weight, bias, gain, act, alpha)
     k = weight.shape[-1]
     z = F.conv2d(x, weight * weight_scale(weight, gain), padding=k // 2)
@@ -232,6 +268,7 @@ def upsample_conv2d(
     pixel_norm: bool = False,
 ) -> torch.Tensor:
     """Nearest 2x upsample, then the 3x3 ``eq_conv2d``; [N, Cin, H, W] -> [N, Cout, 2H, 2W]."""
+    x, weight, bias = autocast_conv_inputs(x, weight, bias)
     check_conv(x, weight, bias, gain, act, alpha, kernel_sizes=(3,), op="upsample_conv2d")
     up = F.interpolate(x, scale_factor=2, mode="nearest")
     z = F.conv2d(up, weight * weight_scale(weight, gain), padding=1)
@@ -249,6 +286,7 @@ def conv2d_downsample(
 ) -> torch.Tensor:
     """3x3 equalized conv (padding 1), then 2x2 average pooling, then bias_act;
     [N, Cin, H, W] -> [N, Cout, H/2, W/2] (H and W must be even)."""
+    x, weight, bias = autocast_conv_inputs(x, weight, bias)
     check_conv(x, weight, bias, gain, act, alpha, kernel_sizes=(3,), op="conv2d_downsample")
     if x.shape[2] % 2 or x.shape[3] % 2:
         raise ValueError(

@@ -99,3 +99,25 @@ def test_build_info_recorded():
     info = _ext.build_info
     for key in ("torch_version", "torch_cuda", "with_cuda", "arch_list", "builder"):
         assert key in info
+
+
+@pytest.mark.parametrize("impl", ["ext", "reference"])
+def test_layers_deepcopy_and_autocast(impl):
+    import copy
+
+    conv = layers.EqualizedConv2d(6, 5, 3, resample="up", pixel_norm=True, impl=impl)
+    dense = layers.EqualizedLinear(6, 7, impl=impl)
+    twin = copy.deepcopy(conv)  # EMA generators are deep copies
+    x = randn((2, 6, 4, 4))
+    torch.testing.assert_close(twin(x), conv(x))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = conv(x)
+        z = dense(randn((3, 6)))
+        w = ops.bias_act(y, torch.zeros(5))  # float32 bias meets bfloat16 activations
+    assert y.dtype == torch.bfloat16 and z.dtype == torch.bfloat16 and w.dtype == torch.bfloat16
+    torch.testing.assert_close(y.float(), conv(x), rtol=5e-2, atol=5e-2)
+
+
+def test_bias_dtype_mismatch_outside_autocast_is_an_error():
+    with pytest.raises(TypeError, match="bias has dtype"):
+        ops.bias_act(torch.randn(2, 3, dtype=torch.bfloat16), torch.randn(3))
