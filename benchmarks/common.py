@@ -536,11 +536,16 @@ def provenance(device: torch.device | None = None) -> dict:
     return info
 
 
+def backend_kinds(backend_info: dict, device_type: str) -> str:
+    """The implementations progan_ext.ops uses on this device type, e.g. 'compiled CUDA kernel'."""
+    ops = backend_info.get("ops", {})
+    return ", ".join(sorted({v.get(device_type, "?") for v in ops.values()})) or "?"
+
+
 def backend_summary(backend_info: dict, device_type: str) -> str:
     """One line: which implementation the 'ext' contender really is on this device."""
-    ops = backend_info.get("ops", {})
-    kinds = sorted({v.get(device_type, "?") for v in ops.values()})
-    return f"extension {backend_info.get('extension', '?')}; ops on {device_type}: {', '.join(kinds)}"
+    return (f"extension {backend_info.get('extension', '?')}; ops on {device_type}: "
+            f"{backend_kinds(backend_info, device_type)}")
 
 
 # ----------------------------------------------------------------------------------------------
