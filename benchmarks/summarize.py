@@ -150,6 +150,8 @@ def evaluate_train_targets(run: dict) -> list[dict]:
             continue
         v = found["speedup_vs_reference"]
         verdict = "met" if v >= t["threshold"] else f"missed by {100 * (1 - v / t['threshold']):.0f}%"
+        if str(found.get("backend", "")).startswith("reference"):
+            verdict += " (ext not compiled: reference fallback)"
         out.append({"case": t["case"], "target": f">= {t['threshold']}x eager img/s", "worst": v,
                     "verdict": verdict, "layout": found.get("layout")})
     return out
@@ -301,12 +303,12 @@ def print_run(run) -> None:
         if doc.get("status"):
             print(f"train: {doc['status'][:200]}")
     if any(_official(d) for d in run["ops"] + run["train"]):
-        tt = common.StreamTable([("case", "issue 6 target", 44, "s"), ("group", "dtype layout mode", 22, "s"),
+        tt = common.StreamTable([("case", "issue 6 target", 60, "s"), ("group", "dtype layout mode", 26, "s"),
                                  ("worst", "worst", 7, "s"), ("verdict", "verdict", 30, "s")])
         tt.header()
         for x in evaluate_op_targets(run) + evaluate_train_targets(run):
             kind = "pct" if x.get("metric") == "pct_copy" else "x"
-            tt.row({"case": f"{x['case'][:30]}: {x['target']}"[:44], "group": x.get("group", "bf16"),
+            tt.row({"case": f"{x['case'][:34]}: {x['target']}", "group": x.get("group", "bf16"),
                     "worst": _f(x["worst"], kind), "verdict": x["verdict"]})
 
 
