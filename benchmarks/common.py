@@ -1,0 +1,697 @@
+"""Shared helpers of the progan_ext benchmarks: ProGAN shapes, flag parsing, timing, device ceilings,
+provenance, tables and JSON output.
+
+Used by ``bench_ops.py``, ``bench_train.py`` and ``summarize.py`` (all run as scripts from any working
+directory; they put this folder and the repository root on ``sys.path``). Also a small CLI used by
+``run_gpu_suite.sh``::
+
+    python benchmarks/common.py provenance --stages STAGES.tsv --out provenance.json [--extra k=v ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import shlex
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if (REPO_ROOT / "progan_ext").is_dir() and str(REPO_ROOT) not in sys.path:
+    # Benchmark the checkout these scripts live in, not some other installed copy.
+    sys.path.insert(1, str(REPO_ROOT))
+
+import torch  # noqa: E402
+
+# ----------------------------------------------------------------------------------------------
+# ProGAN configuration (official: tkarras/progressive_growing_of_gans, config.py / networks.py).
+
+RESOLUTIONS = (4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+# Per-resolution minibatch of the official single-GPU schedule.
+DEFAULT_BATCH = {4: 128, 8: 128, 16: 128, 32: 64, 64: 32, 128: 16, 256: 8, 512: 4, 1024: 4}
+
+
+def nf(res: int, fmap_base: int = 8192, fmap_max: int = 512) -> int:
+    """Channels of the block at resolution ``res``: min(fmap_base / 2**(log2(res) - 1), fmap_max).
+
+    512 up to 32x32, 256 at 64, 128 at 128, 64 at 256, 32 at 512, 16 at 1024 (official values).
+    """
+    stage = int(round(math.log2(res))) - 1
+    return max(1, min(fmap_base // (2**stage), fmap_max))
+
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+_DTYPE_ALIASES = {"float32": "fp32", "float": "fp32", "bfloat16": "bf16", "float16": "fp16", "half": "fp16"}
+LAYOUTS = ("nchw", "channels_last")
+_LAYOUT_ALIASES = {"cl": "channels_last", "nhwc": "channels_last", "contiguous": "nchw"}
+
+
+def to_layout(t: torch.Tensor, layout: str) -> torch.Tensor:
+    """NCHW-contiguous or channels_last copy of a 4-D tensor (other ranks are returned as they are)."""
+    if t.dim() != 4:
+        return t.contiguous()
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    return t.contiguous(memory_format=fmt)
+
+
+# ----------------------------------------------------------------------------------------------
+# Flag parsing: every bad value is an argparse error that names the flag, the value and the choices.
+
+
+def parse_choices(text: str, choices, *, what: str, aliases=None, allow_all: bool = True) -> list[str]:
+    """Comma-separated subset of ``choices`` (order kept, duplicates dropped); ``all`` means every choice."""
+    aliases = aliases or {}
+    out: list[str] = []
+    for raw in text.split(","):
+        item = raw.strip()
+        if not item:
+            continue
+        key = aliases.get(item.lower(), item.lower())
+        if allow_all and key == "all":
+            items = list(choices)
+        elif key in choices:
+            items = [key]
+        else:
+            raise argparse.ArgumentTypeError(
+                f"unknown {what} {item!r}; choose from {', '.join(choices)}" + (" or all" if allow_all else "")
+            )
+        out.extend(i for i in items if i not in out)
+    if not out:
+        raise argparse.ArgumentTypeError(f"no {what} given")
+    return out
+
+
+def dtype_list(text: str) -> list[str]:
+    return parse_choices(text, tuple(DTYPES), what="dtype", aliases=_DTYPE_ALIASES)
+
+
+def layout_list(text: str) -> list[str]:
+    return parse_choices(text, LAYOUTS, what="layout", aliases=_LAYOUT_ALIASES)
+
+
+def resolution_list(text: str) -> list[int]:
+    """Resolutions such as ``4,8,16``, a range ``64-256`` (powers of two in between) or ``all``."""
+    out: list[int] = []
+    for raw in text.split(","):
+        item = raw.strip().lower()
+        if not item:
+            continue
+        if item == "all":
+            vals = list(RESOLUTIONS)
+        elif "-" in item:
+            lo, _, hi = item.partition("-")
+            try:
+                lo_i, hi_i = int(lo), int(hi)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"bad resolution range {raw!r}; write e.g. 64-256") from None
+            for v in (lo_i, hi_i):
+                if v not in RESOLUTIONS:
+                    raise argparse.ArgumentTypeError(
+                        f"resolution {v} in {raw!r} is not a ProGAN resolution {RESOLUTIONS}"
+                    )
+            vals = [r for r in RESOLUTIONS if lo_i <= r <= hi_i]
+        else:
+            try:
+                v = int(item)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"bad resolution {raw!r}; write e.g. 4,8,64-256 or all") from None
+            if v not in RESOLUTIONS:
+                raise argparse.ArgumentTypeError(f"resolution {v} is not a ProGAN resolution {RESOLUTIONS}")
+            vals = [v]
+        out.extend(v for v in vals if v not in out)
+    if not out:
+        raise argparse.ArgumentTypeError("no resolution given")
+    return sorted(out)
+
+
+def batch_spec(text: str) -> dict:
+    """``--batch``: one integer for every resolution (``8``) or per resolution (``256:8,512:4``)."""
+    text = text.strip()
+    try:
+        if ":" not in text:
+            n = int(text)
+            if n < 1:
+                raise ValueError
+            return {"all": n}
+        out = {}
+        for part in text.split(","):
+            r, _, n = part.partition(":")
+            r_i, n_i = int(r), int(n)
+            if r_i not in RESOLUTIONS or n_i < 1:
+                raise ValueError
+            out[r_i] = n_i
+        return out
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"bad --batch {text!r}; write one positive integer (e.g. 8) or res:batch pairs (e.g. 256:8,512:4)"
+        ) from None
+
+
+def batch_for(res: int, spec: dict | None) -> int:
+    """The minibatch at ``res``: the override if given, else the official per-resolution batch."""
+    if spec:
+        if "all" in spec:
+            return spec["all"]
+        if res in spec:
+            return spec[res]
+    return DEFAULT_BATCH[res]
+
+
+def positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (v > 0 and math.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return v
+
+
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def add_common_args(p: argparse.ArgumentParser) -> None:
+    """Flags both benchmark scripts share."""
+    p.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"),
+                   help="auto: cuda when available, else cpu (wall-clock timing)")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny shapes and few repeats (CPU smoke test; finishes in seconds)")
+    p.add_argument("--out", type=Path, default=None, help="write the JSON results here")
+    p.add_argument("--tf32", default="default", choices=("default", "on", "off"),
+                   help="fp32 convolutions/matmuls on TF32 tensor cores: leave torch's defaults, or force "
+                        "both cuDNN and cuBLAS flags on/off (recorded in the JSON either way)")
+    p.add_argument("--cudnn-benchmark", default="on", choices=("on", "off"),
+                   help="torch.backends.cudnn.benchmark (on gives eager convolutions their best algorithm)")
+    p.add_argument("--time-budget-s", type=positive_float, default=None,
+                   help="stop starting new rows after this many seconds (the rest are marked skipped); "
+                        "the JSON is rewritten after every row, so a killed run still leaves its rows")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="CPU intra-op threads (torch.set_num_threads); default torch's, --quick on CPU: 1 "
+                        "(small CPU ops run fastest and steadiest on one thread)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda but torch.cuda.is_available() is False")
+    return torch.device(name)
+
+
+def apply_threads(threads: int | None, device: torch.device, quick: bool) -> None:
+    if threads is None and quick and device.type == "cpu":
+        threads = 1
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
+def apply_backend_flags(tf32: str, cudnn_benchmark: str) -> None:
+    """Sets the TF32 and cuDNN-benchmark flags (legacy API; see tf32_state for how they are read)."""
+    if tf32 != "default":
+        on = tf32 == "on"
+        try:
+            torch.backends.cuda.matmul.allow_tf32 = on
+            torch.backends.cudnn.allow_tf32 = on
+        except RuntimeError:  # someone used the new fp32_precision API; mixing the two raises
+            torch.backends.cuda.matmul.fp32_precision = "tf32" if on else "ieee"
+            torch.backends.cudnn.conv.fp32_precision = "tf32" if on else "ieee"
+    torch.backends.cudnn.benchmark = cudnn_benchmark == "on"
+
+
+def tf32_state() -> dict:
+    """The TF32 switches as torch reports them (legacy flags and, where present, fp32_precision)."""
+
+    def read(fn):
+        try:
+            return fn()
+        except Exception:  # noqa: BLE001  (mixed legacy/new API raises on read)
+            return None
+
+    return {
+        "torch.backends.cuda.matmul.allow_tf32": read(lambda: bool(torch.backends.cuda.matmul.allow_tf32)),
+        "torch.backends.cudnn.allow_tf32": read(lambda: bool(torch.backends.cudnn.allow_tf32)),
+        "torch.backends.cuda.matmul.fp32_precision": read(lambda: str(torch.backends.cuda.matmul.fp32_precision)),
+        "torch.backends.cudnn.conv.fp32_precision": read(lambda: str(torch.backends.cudnn.conv.fp32_precision)),
+        "torch.backends.cudnn.benchmark": bool(torch.backends.cudnn.benchmark),
+    }
+
+
+def convs_use_tf32() -> bool:
+    """Whether fp32 cuDNN convolutions may run on TF32 tensor cores under the current flags."""
+    st = tf32_state()
+    if st["torch.backends.cudnn.allow_tf32"] is not None:
+        return st["torch.backends.cudnn.allow_tf32"]
+    return st["torch.backends.cudnn.conv.fp32_precision"] == "tf32"
+
+
+# ----------------------------------------------------------------------------------------------
+# Timing.
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Deadline:
+    """Wall-clock budget of a script, counted from its construction (None = unlimited)."""
+
+    def __init__(self, budget_s: float | None):
+        self.t0 = time.perf_counter()
+        self.budget_s = budget_s
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def remaining(self) -> float:
+        return math.inf if self.budget_s is None else self.budget_s - self.elapsed()
+
+    def expired(self) -> bool:
+        return self.remaining() <= 0
+
+
+class Timer:
+    """Median time of one call of ``step(k)``, k rotating over ``n_sets`` input sets.
+
+    CUDA: a pair of CUDA events around every call, one synchronisation at the end; the time of a call
+    therefore includes host-side launch overhead whenever the host cannot keep the GPU busy (tiny
+    shapes), as a user would see it. CPU: ``time.perf_counter`` around every call.
+    Warm-up and repeat counts adapt to the call's duration: about ``warmup_ms`` of warm-up, then about
+    ``rep_ms`` of timed calls, clamped to [min_reps, max_reps]. ``fixed`` = (warmup, reps) overrides that.
+    """
+
+    def __init__(self, device: torch.device, *, warmup_ms: float = 25.0, rep_ms: float = 100.0,
+                 min_reps: int = 10, max_reps: int = 200, fixed: tuple[int, int] | None = None):
+        self.device = device
+        self.warmup_ms, self.rep_ms = warmup_ms, rep_ms
+        self.min_reps, self.max_reps = min_reps, max_reps
+        self.fixed = fixed
+
+    def _clock(self):
+        """(start, stop, elapsed_ms) callables for one timed interval."""
+        if self.device.type == "cuda":
+            def start():
+                e = torch.cuda.Event(enable_timing=True)
+                e.record()
+                return e
+
+            def stop(_s):
+                e = torch.cuda.Event(enable_timing=True)
+                e.record()
+                return e
+
+            return start, stop, lambda s, e: s.elapsed_time(e)
+        return (lambda: time.perf_counter()), (lambda _s: time.perf_counter()), (lambda s, e: (e - s) * 1e3)
+
+    def __call__(self, step, n_sets: int = 1) -> dict:
+        start, stop, elapsed = self._clock()
+        n_sets = max(1, n_sets)
+        it = 0
+
+        def run(n):
+            nonlocal it
+            for _ in range(n):
+                step(it % n_sets)
+                it += 1
+
+        if self.fixed is not None:
+            n_warm, n_rep = self.fixed
+            run(n_warm)
+            sync(self.device)
+        else:
+            run(n_sets)  # first touch of every set (allocator, cuDNN autotuning, lazy init)
+            sync(self.device)
+            n_est = max(3, n_sets)
+            s = start()
+            run(n_est)
+            e = stop(s)
+            sync(self.device)
+            est = max(elapsed(s, e) / n_est, 1e-4)
+            run(min(1000, max(1, int(self.warmup_ms / est))))
+            n_rep = min(self.max_reps, max(self.min_reps, int(self.rep_ms / est)))
+        marks = []
+        for _ in range(n_rep):
+            s = start()
+            step(it % n_sets)
+            it += 1
+            marks.append((s, stop(s)))
+        sync(self.device)
+        times = sorted(elapsed(s, e) for s, e in marks)
+        return {
+            "ms": statistics.median(times),
+            "p20_ms": times[int(0.2 * (len(times) - 1))],
+            "p80_ms": times[int(math.ceil(0.8 * (len(times) - 1)))],
+            "min_ms": times[0],
+            "reps": len(times),
+            "sets": n_sets,
+        }
+
+
+def rotation_sets(set_bytes: int, device: torch.device, *, quick: bool, max_sets: int = 32) -> int:
+    """How many input sets to rotate so that one pass over them exceeds the cache twice over.
+
+    CUDA: 2x the L2 size (read off the device), never more than 25% of the free memory. CPU: 2x 64 MiB
+    (a generous last-level cache). At least 2 sets, so consecutive calls never share inputs.
+    """
+    if quick:
+        return 2
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        cache = int(getattr(props, "L2_cache_size", 0) or 50 * 2**20)
+        free, _total = torch.cuda.mem_get_info(device)
+        cap = max(1, int(0.25 * free) // max(1, set_bytes))
+    else:
+        cache, cap = 64 * 2**20, max_sets
+    need = math.ceil(2 * cache / max(1, set_bytes))
+    return max(1, min(max_sets, cap, max(2, need)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Device ceilings, measured in the same run as the rows they normalise.
+
+
+def measure_ceilings(device: torch.device, dtypes, *, quick: bool) -> dict:
+    """Device-to-device copy bandwidth and large-matmul rate per dtype, on random data.
+
+    Copy: ``dst.copy_(src)`` of a 1 GiB buffer (8 MiB with --quick, 64 MiB on CPU); GB/s counts the
+    bytes read plus the bytes written (2 x size). Matmul: ``a @ b`` with n x n random matrices (n = 8192
+    on CUDA, 512 on CPU, 256 with --quick); TFLOP/s = 2 n^3 / time. The fp32 matmul runs with TF32 on or
+    off to match what fp32 cuDNN convolutions use under the current flags, so it is their ceiling.
+    """
+    timer = Timer(device, warmup_ms=20, rep_ms=100 if not quick else 10, min_reps=5 if not quick else 3,
+                  max_reps=50)
+    out: dict = {}
+    if device.type == "cuda":
+        nbytes = 8 * 2**20 if quick else min(2**30, int(0.2 * torch.cuda.mem_get_info(device)[0]))
+    else:
+        nbytes = 8 * 2**20 if quick else 64 * 2**20
+    src = torch.randn(nbytes // 4, device=device)
+    dst = torch.empty_like(src)
+    t = timer(lambda k: dst.copy_(src))
+    out["copy"] = {"bytes_per_call": 2 * src.numel() * 4, "ms": t["ms"],
+                   "GBps": 2 * src.numel() * 4 / (t["ms"] * 1e6)}
+    del src, dst
+    n = 256 if quick else (8192 if device.type == "cuda" else 512)
+    out["matmul"] = {"n": n}
+    conv_tf32 = convs_use_tf32()
+    for name in dtypes:
+        dt = DTYPES[name]
+        a = torch.randn(n, n, device=device).to(dt)
+        b = torch.randn(n, n, device=device).to(dt)
+        prev = None
+        if dt == torch.float32:
+            prev = _set_matmul_tf32(conv_tf32)
+        try:
+            t = timer(lambda k: a @ b)
+            out["matmul"][name] = {"ms": t["ms"], "TFLOPs": 2 * n**3 / (t["ms"] * 1e9)}
+            if dt == torch.float32:
+                out["matmul"][name]["tf32"] = conv_tf32
+        except RuntimeError as exc:  # e.g. a dtype the CPU matmul lacks
+            out["matmul"][name] = {"error": _short(exc)}
+        finally:
+            if prev is not None:
+                _restore_matmul_tf32(prev)
+        del a, b
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return out
+
+
+def _set_matmul_tf32(on: bool):
+    try:
+        prev = ("legacy", torch.backends.cuda.matmul.allow_tf32)
+        torch.backends.cuda.matmul.allow_tf32 = on
+    except RuntimeError:
+        prev = ("new", torch.backends.cuda.matmul.fp32_precision)
+        torch.backends.cuda.matmul.fp32_precision = "tf32" if on else "ieee"
+    return prev
+
+
+def _restore_matmul_tf32(prev) -> None:
+    kind, value = prev
+    if kind == "legacy":
+        torch.backends.cuda.matmul.allow_tf32 = value
+    else:
+        torch.backends.cuda.matmul.fp32_precision = value
+
+
+# ----------------------------------------------------------------------------------------------
+# Provenance.
+
+
+def _run(cmd, timeout=10) -> str | None:
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return r.stdout.strip() if r.returncode == 0 else None
+
+
+def git_state() -> dict:
+    """Commit and dirty flag of the checkout. SUITE_GIT_COMMIT / SUITE_GIT_DIRTY override them (for a
+    copy of the tree without .git, such as the device machine's)."""
+    commit = os.environ.get("SUITE_GIT_COMMIT") or _run(["git", "rev-parse", "HEAD"])
+    dirty_env = os.environ.get("SUITE_GIT_DIRTY")
+    if dirty_env is not None:
+        dirty = dirty_env.lower() in ("1", "true", "yes")
+        changes = None
+    else:
+        status = _run(["git", "status", "--porcelain"])
+        if status is None:
+            dirty, changes = None, None
+        else:
+            # Results written by the running suite do not make the measured code dirty.
+            changes = [ln for ln in status.splitlines() if "benchmarks/results/" not in ln]
+            dirty = bool(changes)
+    return {"commit": commit, "dirty": dirty, "changed_files": changes[:50] if changes else changes}
+
+
+def gpu_info(device: torch.device | None = None) -> dict:
+    if not torch.cuda.is_available():
+        return {"available": False}
+    device = device or torch.device("cuda")
+    p = torch.cuda.get_device_properties(device)
+    driver = _run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"])
+    return {
+        "available": True,
+        "name": p.name,
+        "capability": f"{p.major}.{p.minor}",
+        "multiprocessors": p.multi_processor_count,
+        "l2_bytes": int(getattr(p, "L2_cache_size", 0) or 0),
+        "memory_bytes": int(p.total_memory),
+        "driver": driver.splitlines()[0] if driver else None,
+    }
+
+
+def provenance(device: torch.device | None = None) -> dict:
+    """Everything a reader needs to know which code ran where: git, versions, device, flags, backend."""
+    info = {
+        "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": shlex.join([sys.executable] + sys.argv),
+        "cwd": os.getcwd(),
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "cpu_threads": torch.get_num_threads(),
+        "git": git_state(),
+        "gpu": gpu_info(device if device is not None and device.type == "cuda" else None),
+        "flags": tf32_state(),
+        "env": {k: os.environ[k] for k in ("CUDA_VISIBLE_DEVICES", "TORCH_CUDA_ARCH_LIST", "MAX_JOBS",
+                                           "PYTORCH_NO_CUDA_MEMORY_CACHING", "OMP_NUM_THREADS")
+                if k in os.environ},
+    }
+    try:
+        import triton  # noqa: PLC0415
+
+        info["triton"] = triton.__version__
+    except Exception:  # noqa: BLE001
+        info["triton"] = None
+    try:
+        import progan_ext  # noqa: PLC0415
+
+        info["progan_ext"] = {"file": progan_ext.__file__, "version": progan_ext.__version__,
+                              "backend_info": progan_ext.ops.backend_info()}
+    except Exception as exc:  # noqa: BLE001
+        info["progan_ext"] = {"error": _short(exc)}
+    return info
+
+
+def backend_kinds(backend_info: dict, device_type: str) -> str:
+    """The implementations progan_ext.ops uses on this device type, e.g. 'compiled CUDA kernel'."""
+    ops = backend_info.get("ops", {})
+    return ", ".join(sorted({v.get(device_type, "?") for v in ops.values()})) or "?"
+
+
+def backend_summary(backend_info: dict, device_type: str) -> str:
+    """One line: which implementation the 'ext' contender really is on this device."""
+    return (f"extension {backend_info.get('extension', '?')}; ops on {device_type}: "
+            f"{backend_kinds(backend_info, device_type)}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Output: streamed text tables, markdown tables, JSON.
+
+
+def _short(exc: BaseException, limit: int = 240) -> str:
+    text = f"{type(exc).__name__}: {exc}".strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return first[:limit]
+
+
+short_error = _short
+
+
+def fmt_num(v, kind: str = "g") -> str:
+    """Compact number for tables: '-' for missing; ms/rates with 3 significant digits; ratios 2 decimals."""
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    if kind == "x":
+        return f"{v:.2f}x"
+    if kind == "pct":
+        return f"{v:.0f}%"
+    if kind == "int":
+        return str(int(v))
+    a = abs(v)
+    if a >= 100:
+        return f"{v:.0f}"
+    if a >= 10:
+        return f"{v:.1f}"
+    if a >= 1:
+        return f"{v:.2f}"
+    return f"{v:.3g}"
+
+
+class StreamTable:
+    """A fixed-width text table printed one row at a time (the progress output of long runs).
+
+    ``columns``: list of (key, title, width, kind); kind is passed to fmt_num, or 's' for text.
+    """
+
+    def __init__(self, columns, stream=None):
+        self.columns = columns
+        self.stream = stream or sys.stdout
+
+    def _line(self, cells) -> str:
+        parts = []
+        for (_key, _title, width, kind), cell in zip(self.columns, cells):
+            parts.append(cell.ljust(width) if kind == "s" else cell.rjust(width))
+        return " ".join(parts).rstrip()
+
+    def header(self) -> None:
+        print(self._line([c[1] for c in self.columns]), file=self.stream)
+        print(self._line(["-" * c[2] for c in self.columns]), file=self.stream)
+        self.stream.flush()
+
+    def row(self, values: dict) -> None:
+        cells = []
+        for key, _title, _width, kind in self.columns:
+            v = values.get(key)
+            cells.append(("-" if v is None else str(v)) if kind == "s" else fmt_num(v, kind))
+        print(self._line(cells), file=self.stream)
+        self.stream.flush()
+
+
+def markdown_table(headers, rows) -> str:
+    """GitHub markdown table from a header list and rows of already formatted cells."""
+    esc = [[str(c).replace("|", "\\|") for c in r] for r in rows]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in esc]
+    return "\n".join(lines)
+
+
+def _json_default(o):
+    if isinstance(o, (torch.dtype, torch.device, Path)):
+        return str(o)
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def write_json(path: Path, obj) -> None:
+    """Atomically (write, then rename) so a reader or a killed run never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(_finite(obj), indent=1, default=_json_default) + "\n")
+    os.replace(tmp, path)
+
+
+def _finite(o):
+    """NaN/inf are not JSON: store them as null."""
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    return o
+
+
+# ----------------------------------------------------------------------------------------------
+# CLI for run_gpu_suite.sh.
+
+
+def _read_stages(path: Path) -> list[dict]:
+    """stages.tsv lines: name, status, exit code, seconds, time limit, log file, command."""
+    stages = []
+    if not path.exists():
+        return stages
+    for line in path.read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        f = line.split("\t")
+        f += [""] * (7 - len(f))
+        stages.append({
+            "stage": f[0], "status": f[1],
+            "exit_code": int(f[2]) if f[2].lstrip("-").isdigit() else None,
+            "seconds": float(f[3]) if f[3] else None,
+            "time_limit_s": float(f[4]) if f[4] else None,
+            "log": f[5] or None, "command": f[6] or None,
+        })
+    return stages
+
+
+def _main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="common.py", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    pv = sub.add_parser("provenance", help="write provenance.json for a GPU-suite folder")
+    pv.add_argument("--stages", type=Path, required=True, help="stages.tsv written by run_gpu_suite.sh")
+    pv.add_argument("--out", type=Path, required=True)
+    pv.add_argument("--extra", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra top-level string fields (suite command line, start time, ...)")
+    args = p.parse_args(argv)
+    info = provenance(torch.device("cuda") if torch.cuda.is_available() else None)
+    info.pop("command", None)  # this helper's own command line is not interesting
+    for kv in args.extra:
+        k, sep, v = kv.partition("=")
+        if not sep:
+            p.error(f"--extra needs KEY=VALUE, got {kv!r}")
+        info[k] = v
+    info["nvcc"] = _run(["nvcc", "--version"])
+    info["stages"] = _read_stages(args.stages)
+    write_json(args.out, info)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())
