@@ -25,8 +25,22 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if (REPO_ROOT / "progan_ext").is_dir() and str(REPO_ROOT) not in sys.path:
-    # Benchmark the checkout these scripts live in, not some other installed copy.
+
+
+def _use_checkout() -> bool:
+    """Benchmark the checkout these scripts live in when it holds a built module (an in-place
+    build, as run_gpu_suite.sh makes) or when progan_ext is not installed; otherwise the installed
+    package (``pip install .`` builds outside the checkout)."""
+    import importlib.util
+
+    if not (REPO_ROOT / "progan_ext").is_dir() or str(REPO_ROOT) in sys.path:
+        return False
+    if any((REPO_ROOT / "progan_ext").glob("_C*.so")) or any((REPO_ROOT / "progan_ext").glob("_C*.pyd")):
+        return True
+    return importlib.util.find_spec("progan_ext") is None
+
+
+if _use_checkout():
     sys.path.insert(1, str(REPO_ROOT))
 
 import torch  # noqa: E402
