@@ -16,7 +16,6 @@ def d_loss_wgangp(
     D,
     reals: torch.Tensor,
     fakes: torch.Tensor,
-    *,
     resolution: int,
     alpha: float = 1.0,
     gp_lambda: float = 10.0,
@@ -54,6 +53,6 @@ def d_loss_wgangp(
     return loss.mean(), stats
 
 
-def g_loss_wgan(D, fakes: torch.Tensor, *, resolution: int, alpha: float = 1.0) -> torch.Tensor:
+def g_loss_wgan(D, fakes: torch.Tensor, resolution: int, alpha: float = 1.0) -> torch.Tensor:
     """Generator loss ``-D(fake)``, averaged over the batch."""
     return -D(fakes, resolution=resolution, alpha=alpha).float().mean()
