@@ -304,9 +304,8 @@ def make_loader(source, resolution: int, batch: int, *, pos: int, seed: int, ran
                 workers: int = 0, pin_memory: bool = False):
     """Iterator of uint8 [batch, 3, r, r] tensors following ``BatchStream`` from position ``pos``."""
     stream = BatchStream(len(source), seed).batches(pos, batch, rank, world)
-    level = getattr(source, "level", None)
-    if workers == 0 and isinstance(source, ProceduralImages):
-        arr = torch.from_numpy(level(resolution))
+    if isinstance(source, ProceduralImages):  # in memory: indexing beats worker processes
+        arr = torch.from_numpy(source.level(resolution))
         return (arr[torch.tensor(idx)] for idx in stream)
     loader = torch.utils.data.DataLoader(
         _LevelView(source, resolution),
