@@ -67,7 +67,8 @@ def prepare(src, out, resolution: int, *, workers: int = 0, max_images: int | No
         level = np.lib.format.open_memmap(out / (pyramid_level_name(r) + ".tmp.npy"), mode="w+", dtype=np.uint8,
                                           shape=(count, 3, r, r))
         for i in range(0, count, chunk):
-            level[i : i + chunk] = box_downsample(np.asarray(top[i : i + chunk]), r)
+            j = min(i + chunk, count)
+            level[i:j] = box_downsample(np.asarray(top[i:j]), r)
         level.flush()
         del level
         os.replace(out / (pyramid_level_name(r) + ".tmp.npy"), out / pyramid_level_name(r))
