@@ -262,13 +262,15 @@ def _train(cfg: TrainConfig, device: torch.device) -> int:
 
     def save_checkpoint() -> Path | None:
         rngs = dist.gather_objects(rng_state(device))
+        # Per-rank parameter checksums: equal on every rank when gradient averaging keeps them in sync.
+        sums = dist.gather_objects([float(sum(p.double().sum() for p in n.parameters())) for n in (G, D)])
         if not main:
             return None
         state = {
             "config": cfg.to_json(), "G": G.state_dict(), "D": D.state_dict(), "G_ema": G_ema.state_dict(),
             "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "nimg": nimg, "step": step,
             "data_pos": data_pos, "opt_resolution": opt_res, "grid_z": grid_z, "rng": rngs,
-            "resolution": schedule.at(nimg).resolution, "alpha": schedule.at(nimg).alpha, "world_size": world,
+            "resolution": schedule.at(nimg).resolution, "alpha": schedule.at(nimg).alpha, "world_size": world, "rank_param_checksums": sums,
         }
         return checkpoint.save_atomic(state, run_dir, nimg, cfg.keep_checkpoints)
 
