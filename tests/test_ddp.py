@@ -44,7 +44,14 @@ def test_two_gloo_processes_train_resume_and_stay_in_sync(tmp_path):
     assert json.loads((run / "log.jsonl").read_text().splitlines()[-1])["event"] == "done"
 
 
-def test_batch_must_split_over_processes(tmp_path):
-    out = torchrun(*ARGS, "--batch", "7", "--run-dir", str(tmp_path / "bad"))
-    assert out.returncode != 0
-    assert "batch 7 at 4x4 must be a positive multiple of the 2 processes" in out.stderr
+def test_batch_must_split_over_processes(monkeypatch, capsys):
+    # parse-time check, as torchrun sets WORLD_SIZE before the trainer parses its flags
+    from progan_ext.training.config import parse_args
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(SystemExit):
+        parse_args(ARGS + ["--batch", "7"])
+    assert "batch 7 at 4x4 must be a positive multiple of the 2 processes" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_args(ARGS + ["--batch", "10"])  # 5 per process, group min(4, 5) = 4
+    assert "not divisible by the minibatch-stddev group" in capsys.readouterr().err
