@@ -154,3 +154,11 @@ def test_module_entry_point_runs(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "G " in out.stdout and "parameters" in out.stdout
     assert checkpoint.load(tmp_path / "m")["step"] == 2
+
+
+def test_bf16_channels_last_reference_impl_smoke(tmp_path):
+    rc, run_dir = run(tmp_path, "--amp", "bf16", "--channels-last", "--impl", "reference", "--max-steps", "10")
+    assert rc == 0
+    state = checkpoint.load(run_dir)
+    assert state["config"]["amp"] == "bf16" and state["step"] == 10 and state["resolution"] == 8
+    assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in state["G"].values())
