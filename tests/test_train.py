@@ -157,8 +157,9 @@ def test_module_entry_point_runs(tmp_path):
     assert checkpoint.load(tmp_path / "m")["step"] == 2
 
 
-def test_bf16_channels_last_reference_impl_smoke(tmp_path):
-    rc, run_dir = run(tmp_path, "--amp", "bf16", "--channels-last", "--impl", "reference", "--max-steps", "10")
+@pytest.mark.parametrize("impl", ["reference", "ext"])
+def test_bf16_channels_last_smoke(tmp_path, impl):
+    rc, run_dir = run(tmp_path, "--amp", "bf16", "--channels-last", "--impl", impl, "--max-steps", "10")
     assert rc == 0
     state = checkpoint.load(run_dir)
     assert state["config"]["amp"] == "bf16" and state["step"] == 10 and state["resolution"] == 8

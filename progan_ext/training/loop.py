@@ -129,29 +129,14 @@ def prepare_reals(batch_u8: torch.Tensor, cfg: TrainConfig, device, alpha: float
     return x
 
 
-class LowPrecision(torch.nn.Module):
-    """Runs ``net`` with parameters and input cast to ``dtype`` (``--amp bf16``). The casts are part
-    of the graph, so gradients (including the penalty's double backward) reach the fp32 weights,
-    which Adam updates in fp32. Losses are reduced in fp32."""
-
-    def __init__(self, net: torch.nn.Module, dtype: torch.dtype):
-        super().__init__()
-        self.net, self.dtype = net, dtype
-
-    def forward(self, x, *args, **kwargs):
-        params = {k: v.to(self.dtype) for k, v in self.net.named_parameters()}
-        return torch.func.functional_call(self.net, params, (x.to(self.dtype),) + args, kwargs)
-
-
 def train_step(G, D, G_ema, opt_g, opt_d, reals, cfg: TrainConfig, res: int, alpha: float, autocast) -> dict:
     """One D step (WGAN-GP + drift), one G step, one EMA update. Returns 0-dim loss tensors."""
     n, device = reals.shape[0], reals.device
-    G_fwd, D_fwd = (LowPrecision(G, torch.bfloat16), LowPrecision(D, torch.bfloat16)) if cfg.amp == "bf16" else (G, D)
     # D step: fakes come from G without a graph.
     with autocast():
         with torch.no_grad():
-            fakes = G_fwd(torch.randn(n, cfg.latent_size, device=device), resolution=res, alpha=alpha)
-        loss_d, stats = losses.d_loss_wgangp(D_fwd, reals, fakes.to(reals.dtype), resolution=res, alpha=alpha,
+            fakes = G(torch.randn(n, cfg.latent_size, device=device), resolution=res, alpha=alpha)
+        loss_d, stats = losses.d_loss_wgangp(D, reals, fakes.to(reals.dtype), resolution=res, alpha=alpha,
                                              gp_lambda=cfg.gp_lambda, drift=cfg.drift)
     opt_d.zero_grad(set_to_none=True)
     loss_d.backward()
@@ -160,8 +145,8 @@ def train_step(G, D, G_ema, opt_g, opt_d, reals, cfg: TrainConfig, res: int, alp
     # G step: D's parameters are frozen so only G accumulates gradients.
     D.requires_grad_(False)
     with autocast():
-        fakes = G_fwd(torch.randn(n, cfg.latent_size, device=device), resolution=res, alpha=alpha)
-        loss_g = losses.g_loss_wgan(D_fwd, fakes, resolution=res, alpha=alpha)
+        fakes = G(torch.randn(n, cfg.latent_size, device=device), resolution=res, alpha=alpha)
+        loss_g = losses.g_loss_wgan(D, fakes, resolution=res, alpha=alpha)
     opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
     dist.average_gradients(G)
@@ -264,7 +249,9 @@ def _train(cfg: TrainConfig, device: torch.device) -> int:
         log.write({"event": "start", "data": source.describe(), "skipped_files": source.skipped,
                    "G_params": num_params(G), "D_params": num_params(D), "world_size": world})
 
-    def autocast():  # bf16 is done by LowPrecision in train_step (the ops take one dtype per call)
+    def autocast():  # --amp bf16: convolutions and matmuls in bf16, weights and Adam in fp32
+        if cfg.amp == "bf16":
+            return torch.autocast(device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def snapshot_grid(name: str, res: int, alpha: float):
