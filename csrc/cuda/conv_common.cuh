@@ -4,6 +4,7 @@
 // themselves are in conv_igemm.cuh (design note there).
 #pragma once
 
+#include <ATen/Context.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/constant_pad_nd.h>
 #include <ATen/ops/empty.h>
@@ -101,15 +102,26 @@ inline ConvGeom make_geom(const at::Tensor& x, int64_t cout, int k, ConvMode mod
 inline unsigned blocks_for(int64_t n, int threads) { return grid_for(n, threads, 65535LL * 32); }
 
 // ---- fast path selection ----------------------------------------------------------------------
-// Preconditions of igemm::conv_igemm_kernel: half/bfloat16, device sm_80+, Cin % 8 == 0 (16-byte
-// chunks along Cin never straddle the end of a pixel's channels), x (made NHWC) 16-byte aligned
-// (checked on the actual pointer after making it contiguous), ceil(Cout/BN) <= 65535 (grid.y),
+// Preconditions of igemm::conv_igemm_kernel (checked by conv_forward_impl): device sm_80+ (cp.async,
+// bf16 / TF32 WMMA); half or bfloat16, or float32 when TF32 is allowed for convolutions
+// (torch.backends.cudnn.allow_tf32, as PyTorch's own convs); Cin % (16 B / element size) == 0 (a
+// 16-byte chunk along Cin never straddles the end of a pixel's channels); x (made NHWC) and the
+// packed weights 16-byte aligned (checked on the actual pointers); ceil(Cout/BN) <= 65535 (grid.y),
 // ceil(M/BM) < 2^31 (grid.x).
-inline bool fast_path_dtype_ok(const at::Tensor& x) {
-  if (x.scalar_type() != at::kHalf && x.scalar_type() != at::kBFloat16) return false;
+inline bool device_is_sm80_plus(const at::Tensor& x) {
   int major = 0;
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, x.get_device()));
   return major >= 8;
+}
+// half / bfloat16 tensor cores (the forward and the weight-gradient GEMMs).
+inline bool fast_path_dtype_ok(const at::Tensor& x) {
+  if (x.scalar_type() != at::kHalf && x.scalar_type() != at::kBFloat16) return false;
+  return device_is_sm80_plus(x);
+}
+// The forward GEMM also takes float32 through TF32 when PyTorch would.
+inline bool forward_fast_dtype_ok(const at::Tensor& x) {
+  if (x.scalar_type() == at::kFloat) return at::globalContext().allowTF32CuDNN() && device_is_sm80_plus(x);
+  return fast_path_dtype_ok(x);
 }
 
 template <typename T, ConvMode M>
@@ -147,10 +159,11 @@ at::Tensor conv_forward_impl(const at::Tensor& x_in, const at::Tensor& weight, c
     });
   };
 
-  if (fast_path_dtype_ok(x_in) && g.Cin % 8 == 0 && ceil_div(g.Cout, igemm::kBN) <= 65535) {
+  const int64_t vec = 16 / int64_t(x_in.element_size());  // elements per 16-byte copy
+  if (forward_fast_dtype_ok(x_in) && g.Cin % vec == 0 && ceil_div(g.Cout, igemm::kBN) <= 65535) {
     const at::Tensor x = x_in.contiguous(at::MemoryFormat::ChannelsLast);  // NHWC for the A loader
-    // wt [P][kt*kt][Cin][CoutP] in the input dtype, Cout zero-padded to a multiple of 8.
-    const int64_t coutp = ceil_div(g.Cout, 8) * 8;
+    // wt [P][kt*kt][Cin][CoutP] in the input dtype, Cout zero-padded to a multiple of `vec`.
+    const int64_t coutp = ceil_div(g.Cout, vec) * vec;
     at::Tensor wt = effective_weight(weight, scale, M, at::kFloat)
                         .permute({0, 3, 4, 2, 1})
                         .reshape({g.phases, int64_t(g.kt) * g.kt, g.Cin, g.Cout});
@@ -173,8 +186,10 @@ at::Tensor conv_forward_impl(const at::Tensor& x_in, const at::Tensor& weight, c
       const dim3 grid{unsigned(gx), unsigned(ceil_div(g.Cout, igemm::kBN)), unsigned(g.phases)};
       if (x.scalar_type() == at::kHalf)
         launch_igemm<c10::Half, M>(grid, stream, x, wt, bias_f, y, pre, p);
-      else
+      else if (x.scalar_type() == at::kBFloat16)
         launch_igemm<c10::BFloat16, M>(grid, stream, x, wt, bias_f, y, pre, p);
+      else
+        launch_igemm<float, M>(grid, stream, x, wt, bias_f, y, pre, p);
       if (pre.defined()) norm_pass(pre);
       return y;
     }

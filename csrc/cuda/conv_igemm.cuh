@@ -13,23 +13,26 @@
 //                       D = [[1,0,0],[1,1,0],[0,1,1],[0,0,1]] (3x3 conv + 2x2 average pool).
 // (the same for columns). Out-of-image taps read zero (padding).
 //
-// Two forward paths, chosen on the host (conv_common.cuh, `fast_path_ok`):
+// Two forward paths, chosen on the host (conv_common.cuh, conv_forward_impl):
 //  * simple path (any dtype incl. float64, any layout/shape): one thread per output element,
 //    accumulating in acc_t over Cin x taps in a fixed order. Obviously correct, slow.
-//  * implicit-GEMM fast path (float16/bfloat16 on sm_80+; requires NHWC input with Cin % 8 == 0,
-//    16-byte aligned base pointers): GEMM with M = output pixels (of one phase for UP), N = Cout,
-//    K = taps x Cin (tap-major, Cin inner so that a K step of BK channels at one tap is a
-//    contiguous 16-byte-aligned run of the NHWC input).
-//      block = 256 threads = 8 warps, tile BM=128 pixels x BN=64 Cout, BK=32 channels;
-//      warp w computes rows 32*(w/2)..+32, cols 32*(w%2)..+32 as 2x2 WMMA m16n16k16 fragments
-//      with fp32 accumulators.
+//  * implicit-GEMM fast path (igemm::conv_igemm_kernel) for float16/bfloat16 (WMMA m16n16k16)
+//    and float32 when TF32 is allowed (WMMA m16n16k8 tf32), on sm_80+; requires Cin % vec == 0
+//    (vec = 16 B / element size: 8 halves, 4 floats) and 16-byte aligned base pointers; the input
+//    is made NHWC. GEMM with M = output pixels (of one phase for UP), N = Cout, K = taps x Cin
+//    (tap-major, Cin inner so that a K step of BK channels at one tap is a contiguous,
+//    16-byte-aligned run of the NHWC input).
+//      block = 256 threads = 8 warps, tile BM=128 pixels x BN=64 Cout, BK = 64 bytes of channels
+//      (32 halves / 16 floats); warp w computes rows 32*(w/2)..+32, cols 32*(w%2)..+32 as 2x2
+//      WMMA fragments with fp32 accumulators.
 //      Tiles are filled by cp.async (16 B per copy, zero-fill for padding / ragged Cin / Cout),
-//      double buffered (2 stages).
-//      smem: A 2 x 128 x (32+8) x 2 B = 20480 B, B 2 x 32 x (64+8) x 2 B = 9216 B; the epilogue
-//      reuses the same buffer for a 128 x (64+4) fp32 tile = 34816 B  -> 34816 B static (< 48 KB).
-//      Row pads (+8 halves, +4 floats) shift consecutive rows by 16 B so that ldmatrix-style
-//      fragment loads of 8 rows hit different banks; they also keep every WMMA pointer
-//      32-byte aligned (checked in comments at the loads).
+//      double buffered (2 stages). Each thread issues 2 A copies (rows tid/4 and tid/4+64, chunk
+//      tid%4) and 1 B copy per K step.
+//      smem (2 stages): A 2 x 128 x 80 B = 20480 B, B 2 x 32 x 144 B = 9216 B (halves) or
+//      2 x 16 x 272 B = 8704 B (floats); the epilogue reuses the buffer for a 128 x (64+4) fp32
+//      tile = 34816 B -> 34816 B static (< 48 KB).
+//      Row pads (+16 B) shift consecutive rows by 16 B mod 128 B so that fragment loads of 8 rows
+//      spread over the banks; they also keep every WMMA pointer 32-byte aligned (Tile asserts).
 //      Why these tiles: 128x64 gives each warp a 32x32 sub-tile (4 MMAs per 4 fragment loads) and
 //      keeps smem < 48 KB so that several blocks fit an SM; BN=64 matches the high-resolution
 //      ProGAN layers (Cout 16..64), where the fused pixel norm is then done inside the tile.
@@ -37,11 +40,17 @@
 //    every channel of its pixels); when Cout > BN the pre-norm fp32 values go to a workspace and a
 //    second pass (pixel_norm_rows_kernel) normalizes each pixel in a fixed order (deterministic,
 //    no atomics).
-//  * fp32 inputs use the simple path (no TF32 fast path yet); float64 always does.
-// conv2d_resample_grad_weight: grad_w[co,ci,ky,kx] = scale * sum_{n,pixels} g * patch, computed
-// straight from the definition (no phase algebra): grid (weight element, pixel chunk), each block
-// reduces its chunk with a fixed-order block_sum into a workspace; a second kernel sums the chunks
-// in order. Deterministic; the chunk count depends only on the shapes.
+//  * float32 without TF32 and float64 take the simple path.
+// conv2d_resample_grad_weight: grad_w[co,ci,ky,kx] = scale * sum_{n,pixels} g * patch.
+//  * fast path (half/bfloat16, sm_80+, Cin % 8 == 0, Cout % 8 == 0): grad_weight_igemm_kernel, a
+//    WMMA GEMM for the gradient of the EFFECTIVE kernel (rows Cin of one tap, cols Cout, reduction
+//    over the pixels of one phase, split into fixed chunks with fp32 partial tiles in a
+//    workspace); the chunks are summed in order, then the host maps the result back to the k x k
+//    kernel with the transposed folds (conv2d_resample.cu).
+//  * simple path (everything else): straight from the definition (no phase algebra): grid
+//    (weight element, pixel chunk), each block reduces its chunk with a fixed-order block_sum into
+//    a workspace; a second kernel sums the chunks in order.
+//  Both deterministic: the chunk counts depend only on the shapes.
 // --------------------------------------------------------------------------------------------------
 #pragma once
 
@@ -222,17 +231,31 @@ __global__ void grad_weight_finish_kernel(const acc_t<T>* __restrict__ partial, 
 // ================================ implicit-GEMM fast path (fp16 / bf16, sm_80+) =============
 namespace igemm {
 
-constexpr int kBM = 128, kBN = 64, kBK = 32, kThreads = 256;
-constexpr int kLdA = kBK + 8;   // halves per smem A row (80 B: rows 16 B apart mod 128 B)
-constexpr int kLdB = kBN + 8;   // halves per smem B row (144 B)
-constexpr int kLdC = kBN + 4;   // floats per smem C row (272 B)
-constexpr int kStageA = kBM * kLdA;  // halves
-constexpr int kStageB = kBK * kLdB;  // halves
-constexpr int kSmemAB = 2 * (kStageA + kStageB) * 2;  // bytes, 2 stages of 2-byte elements
-constexpr int kSmemC = kBM * kLdC * 4;
-constexpr int kSmemBytes = kSmemAB > kSmemC ? kSmemAB : kSmemC;
-static_assert(kSmemBytes <= 48 * 1024, "static shared memory limit");
-static_assert((kStageA * 2) % 32 == 0 && (kStageB * 2) % 32 == 0, "WMMA needs 32-byte aligned tiles");
+constexpr int kBM = 128, kBN = 64, kThreads = 256;
+constexpr int kLdC = kBN + 4;           // floats per smem C row (272 B)
+constexpr int kSmemC = kBM * kLdC * 4;  // epilogue tile, bytes
+
+// Tile geometry per element type T (2-byte half/bfloat16 or 4-byte float). A K step is 64 bytes
+// of channels (32 halves / 16 floats), so in both cases an A row is 4 copies of 16 B and the
+// B tile (K step x 64 Cout) is 256 copies: the same thread -> copy mapping works for every T.
+template <typename T>
+struct Tile {
+  static constexpr int kVecE = 16 / int(sizeof(T));   // elements per 16-byte copy: 8 | 4
+  static constexpr int kBK = 64 / int(sizeof(T));     // K step (channels): 32 | 16
+  static constexpr int kLdA = kBK + kVecE;            // A row pitch: 80 B (rows 16 B apart mod 128 B)
+  static constexpr int kLdB = kBN + kVecE;            // B row pitch: 144 B | 272 B
+  static constexpr int kStageA = kBM * kLdA;          // elements
+  static constexpr int kStageB = kBK * kLdB;          // elements
+  static constexpr int kBChunks = kBN / kVecE;        // 16-byte copies per B row: 8 | 16
+  static constexpr int kSmemAB = 2 * (kStageA + kStageB) * int(sizeof(T));  // 2 stages
+  static constexpr int kSmemBytes = kSmemAB > kSmemC ? kSmemAB : kSmemC;
+  static_assert(kBK / kVecE == 4 && kBK * kBChunks == kThreads, "one A-row chunk / one B copy per thread");
+  static_assert(kSmemBytes <= 48 * 1024, "static shared memory limit");
+  static_assert((kStageA * sizeof(T)) % 32 == 0 && (kStageB * sizeof(T)) % 32 == 0,
+                "WMMA needs 32-byte aligned stage bases");
+  static_assert((16 * kLdA * sizeof(T)) % 32 == 0 && (8 * kLdB * sizeof(T)) % 32 == 0,
+                "fragment row offsets (16 A rows, 8|16 B rows) keep 32-byte alignment");
+};
 
 // 16-byte global -> shared copy; zero-fills the destination when !valid (src is then not read,
 // but must still be a valid address: callers pass the tensor base). cp.async on sm_80+.
@@ -263,20 +286,35 @@ template <typename T> struct WmmaType;
 template <> struct WmmaType<c10::Half> { using type = __half; };
 template <> struct WmmaType<c10::BFloat16> { using type = __nv_bfloat16; };
 
+// WMMA shape per element type: m16n16k16 for half/bfloat16, m16n16k8 TF32 for float (inputs
+// rounded to TF32 after the fragment load, fp32 accumulation).
+template <typename T>
+struct Mma {
+  using W = typename WmmaType<T>::type;  // element type of the fragment loads
+  using Prec = W;                        // fragment precision tag
+  static constexpr int kK = 16;
+};
+template <>
+struct Mma<float> {
+  using W = float;
+  using Prec = nvcuda::wmma::precision::tf32;
+  static constexpr int kK = 8;
+};
+
 struct FastParams {
   ConvGeom g;
   int64_t Mp;         // GEMM rows per phase: N*Hp*Wp, (Hp,Wp) = output grid of one phase
   int64_t Hp, Wp;
-  int64_t CoutP;      // Cout rounded up to 8 (row length of wt)
+  int64_t CoutP;      // Cout rounded up to Tile<T>::kVecE (row length of wt)
   bool out_cl;        // output memory format (input is always NHWC here)
   bool lrelu;
   float alpha;
   bool norm_in_tile;  // pixel norm inside the tile (requires Cout <= kBN, gridDim.y == 1)
 };
 
-// x: NHWC [N,H,W,Cin], Cin % 8 == 0, 16-byte aligned. wt: [P][kt*kt][Cin][CoutP] (scale folded),
-// CoutP % 8 == 0, 16-byte aligned. bias: float [Cout] or null. Output y (or fp32 `pre` when the
-// norm needs a second pass, laid out like y). grid = (ceil(Mp/BM), ceil(Cout/BN), P).
+// T = half | bfloat16 | float (TF32). x: NHWC [N,H,W,Cin], Cin % kVecE == 0, 16-byte aligned.
+// wt: [P][kt*kt][Cin][CoutP] (scale folded), CoutP % kVecE == 0, 16-byte aligned. bias: float
+// [Cout] or null. Output y (or fp32 `pre` when the norm needs a second pass, laid out like y). grid = (ceil(Mp/BM), ceil(Cout/BN), P).
 template <typename T, ConvMode M>
 __global__ void __launch_bounds__(kThreads)
 conv_igemm_kernel(const T* __restrict__ x, const T* __restrict__ wt, const float* __restrict__ bias,
@@ -284,9 +322,14 @@ conv_igemm_kernel(const T* __restrict__ x, const T* __restrict__ wt, const float
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   __trap();  // never launched: the host dispatches here only on sm_80+ (bf16 WMMA, cp.async)
 #else
-  using W = typename WmmaType<T>::type;
+  using W = typename Mma<T>::W;
+  using Prec = typename Mma<T>::Prec;
+  constexpr int kK = Mma<T>::kK;
+  using TL = Tile<T>;
+  constexpr int kBK = TL::kBK, kVecE = TL::kVecE, kLdA = TL::kLdA, kLdB = TL::kLdB;
+  constexpr int kStageA = TL::kStageA, kStageB = TL::kStageB;
   using namespace nvcuda;
-  __shared__ __align__(128) unsigned char smem[kSmemBytes];
+  __shared__ __align__(128) unsigned char smem[TL::kSmemBytes];
   T* sA = reinterpret_cast<T*>(smem);                 // [2][BM][kLdA]
   T* sB = reinterpret_cast<T*>(smem) + 2 * kStageA;   // [2][BK][kLdB]
   float* sC = reinterpret_cast<float*>(smem);         // [BM][kLdC], after the main loop
@@ -320,10 +363,11 @@ conv_igemm_kernel(const T* __restrict__ x, const T* __restrict__ wt, const float
       a_ix0[i] = tap0<M>(qx, g.pad);
     }
   }
-  // ---- B: thread loads chunk (tid%8) of K-row tid/8 (32 rows x 8 chunks = 256 copies).
-  const int b_row = tid / 8, b_chunk = tid % 8;
-  const int64_t b_col = n0 + 8 * b_chunk;            // first of 8 output channels
-  const bool b_col_ok = b_col < p.CoutP;             // CoutP % 8 == 0: the chunk is all in or all out
+  // ---- B: thread loads chunk (tid % kBChunks) of K-row tid / kBChunks (kBK rows x kBChunks
+  // chunks = 256 copies).
+  const int b_row = tid / TL::kBChunks, b_chunk = tid % TL::kBChunks;
+  const int64_t b_col = n0 + kVecE * b_chunk;        // first of kVecE output channels
+  const bool b_col_ok = b_col < p.CoutP;             // CoutP % kVecE == 0: chunk all in or all out
   const int kk = g.kt * g.kt;
   const int64_t cin_steps = (g.Cin + kBK - 1) / kBK;
   const int64_t ksteps = int64_t(kk) * cin_steps;
@@ -336,19 +380,19 @@ conv_igemm_kernel(const T* __restrict__ x, const T* __restrict__ wt, const float
     T* dA = sA + stage * kStageA;
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
-      const int64_t iy = a_iy0[i] + ty, ix = a_ix0[i] + tx, c = c0 + 8 * a_chunk;
-      // Cin % 8 == 0, so a chunk starting below Cin lies entirely below Cin.
+      const int64_t iy = a_iy0[i] + ty, ix = a_ix0[i] + tx, c = c0 + kVecE * a_chunk;
+      // Cin % kVecE == 0, so a chunk starting below Cin lies entirely below Cin.
       const bool ok = a_ok[i] && iy >= 0 && iy < g.H && ix >= 0 && ix < g.W && c < g.Cin;
       const T* src = ok ? a_img[i] + (iy * g.W + ix) * g.Cin + c : x;
-      copy16(dA + (tid / 4 + 64 * i) * kLdA + 8 * a_chunk, src, ok);  // 16 B aligned: kLdA*2 = 80 = 5*16
+      copy16(dA + (tid / 4 + 64 * i) * kLdA + kVecE * a_chunk, src, ok);  // 16 B aligned: row pitch 80 B
     }
     const int64_t ci = c0 + b_row;
     const bool okb = b_col_ok && ci < g.Cin;
     const T* srcb = okb ? wphase + (int64_t(tap) * g.Cin + ci) * p.CoutP + b_col : wt;
-    copy16(sB + stage * kStageB + b_row * kLdB + 8 * b_chunk, srcb, okb);  // kLdB*2 = 144 = 9*16
+    copy16(sB + stage * kStageB + b_row * kLdB + kVecE * b_chunk, srcb, okb);  // pitch 144|272 B = 16 B multiple
   };
 
-  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][2];
+  wmma::fragment<wmma::accumulator, 16, 16, kK, float> acc[2][2];
 #pragma unroll
   for (int i = 0; i < 2; ++i)
 #pragma unroll
@@ -372,15 +416,25 @@ conv_igemm_kernel(const T* __restrict__ x, const T* __restrict__ wt, const float
     const T* tA = sA + stage * kStageA;
     const T* tB = sB + stage * kStageB;
 #pragma unroll
-    for (int kq = 0; kq < kBK; kq += 16) {
-      wmma::fragment<wmma::matrix_a, 16, 16, 16, W, wmma::row_major> fa[2];
-      wmma::fragment<wmma::matrix_b, 16, 16, 16, W, wmma::row_major> fb[2];
+    for (int kq = 0; kq < kBK; kq += kK) {
+      wmma::fragment<wmma::matrix_a, 16, 16, kK, Prec, wmma::row_major> fa[2];
+      wmma::fragment<wmma::matrix_b, 16, 16, kK, Prec, wmma::row_major> fb[2];
 #pragma unroll
-      for (int i = 0; i < 2; ++i)  // offsets: 16 rows * 80 B = 1280 B, kq*2 = 0|32 B: 32 B aligned
+      for (int i = 0; i < 2; ++i)  // offsets: 16 rows * 80 B = 1280 B, kq * sizeof(T) = 0|32 B: 32 B aligned
         wmma::load_matrix_sync(fa[i], reinterpret_cast<const W*>(tA + (wm + 16 * i) * kLdA + kq), kLdA);
 #pragma unroll
-      for (int j = 0; j < 2; ++j)  // offsets: kq rows * 144 B = 0|2304 B, (wn+16j)*2 B: 32 B aligned
+      for (int j = 0; j < 2; ++j)  // offsets: kq rows * (144|272) B (Tile static_assert), (wn+16j)*sizeof(T): 32 B multiples
         wmma::load_matrix_sync(fb[j], reinterpret_cast<const W*>(tB + kq * kLdB + wn + 16 * j), kLdB);
+      if constexpr (std::is_same_v<T, float>) {  // round the fp32 operands to TF32
+#pragma unroll
+        for (int i = 0; i < 2; ++i)
+#pragma unroll
+          for (int t = 0; t < fa[i].num_elements; ++t) fa[i].x[t] = wmma::__float_to_tf32(fa[i].x[t]);
+#pragma unroll
+        for (int j = 0; j < 2; ++j)
+#pragma unroll
+          for (int t = 0; t < fb[j].num_elements; ++t) fb[j].x[t] = wmma::__float_to_tf32(fb[j].x[t]);
+      }
 #pragma unroll
       for (int i = 0; i < 2; ++i)
 #pragma unroll
