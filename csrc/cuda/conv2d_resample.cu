@@ -156,13 +156,16 @@ at::Tensor conv2d_resample_grad_weight_cuda(const at::Tensor& x_in, const at::Te
     acc* pp = partial.mutable_data_ptr<acc>();
     switch (mode) {
       case ConvMode::Same:
-        grad_weight_partial_kernel<scalar_t, ConvMode::Same><<<grid, 256, 0, stream>>>(xp, gp, pp, geom, k, cl, chunk_len);
+        grad_weight_partial_kernel<scalar_t, ConvMode::Same>
+            <<<grid, 256, 0, stream>>>(xp, gp, pp, geom, k, cl, chunk_len);
         break;
       case ConvMode::Up:
-        grad_weight_partial_kernel<scalar_t, ConvMode::Up><<<grid, 256, 0, stream>>>(xp, gp, pp, geom, k, cl, chunk_len);
+        grad_weight_partial_kernel<scalar_t, ConvMode::Up>
+            <<<grid, 256, 0, stream>>>(xp, gp, pp, geom, k, cl, chunk_len);
         break;
       case ConvMode::Down:
-        grad_weight_partial_kernel<scalar_t, ConvMode::Down><<<grid, 256, 0, stream>>>(xp, gp, pp, geom, k, cl, chunk_len);
+        grad_weight_partial_kernel<scalar_t, ConvMode::Down>
+            <<<grid, 256, 0, stream>>>(xp, gp, pp, geom, k, cl, chunk_len);
         break;
     }
     PROGAN_CUDA_CHECK_LAUNCH();

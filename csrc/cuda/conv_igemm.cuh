@@ -314,7 +314,8 @@ struct FastParams {
 
 // T = half | bfloat16 | float (TF32). x: NHWC [N,H,W,Cin], Cin % kVecE == 0, 16-byte aligned.
 // wt: [P][kt*kt][Cin][CoutP] (scale folded), CoutP % kVecE == 0, 16-byte aligned. bias: float
-// [Cout] or null. Output y (or fp32 `pre` when the norm needs a second pass, laid out like y). grid = (ceil(Mp/BM), ceil(Cout/BN), P).
+// [Cout] or null. Output y (or fp32 `pre` when the norm needs a second pass, laid out like y).
+// grid = (ceil(Mp/BM), ceil(Cout/BN), P).
 template <typename T, ConvMode M>
 __global__ void __launch_bounds__(kThreads)
 conv_igemm_kernel(const T* __restrict__ x, const T* __restrict__ wt, const float* __restrict__ bias,
@@ -420,10 +421,12 @@ conv_igemm_kernel(const T* __restrict__ x, const T* __restrict__ wt, const float
       wmma::fragment<wmma::matrix_a, 16, 16, kK, Prec, wmma::row_major> fa[2];
       wmma::fragment<wmma::matrix_b, 16, 16, kK, Prec, wmma::row_major> fb[2];
 #pragma unroll
-      for (int i = 0; i < 2; ++i)  // offsets: 16 rows * 80 B = 1280 B, kq * sizeof(T) = 0|32 B: 32 B aligned
+      // A offsets: 16 rows * 80 B = 1280 B, kq * sizeof(T) = 0|32 B: 32 B aligned.
+      for (int i = 0; i < 2; ++i)
         wmma::load_matrix_sync(fa[i], reinterpret_cast<const W*>(tA + (wm + 16 * i) * kLdA + kq), kLdA);
 #pragma unroll
-      for (int j = 0; j < 2; ++j)  // offsets: kq rows * (144|272) B (Tile static_assert), (wn+16j)*sizeof(T): 32 B multiples
+      // B offsets: kq rows * (144|272) B (Tile asserts), (wn+16j) * sizeof(T): 32 B multiples.
+      for (int j = 0; j < 2; ++j)
         wmma::load_matrix_sync(fb[j], reinterpret_cast<const W*>(tB + kq * kLdB + wn + 16 * j), kLdB);
       if constexpr (std::is_same_v<T, float>) {  // round the fp32 operands to TF32
 #pragma unroll
