@@ -1,0 +1,187 @@
+// conv2d_resample and conv2d_resample_grad_weight on CUDA: the linear building blocks of the
+// convolution backward passes. conv2d_resample reuses the forward kernels of the three modes with
+// a linear epilogue (no bias, no activation); the weight gradient is a deterministic two-pass
+// reduction (conv_igemm.cuh, grad_weight_*_kernel).
+
+#include <ATen/ops/empty.h>
+
+#include "conv_common.cuh"
+
+namespace progan_ext {
+namespace cuda {
+namespace {
+
+at::Tensor conv2d_resample_cuda(const at::Tensor& x, const at::Tensor& weight, double scale,
+                                c10::string_view mode_str) {
+  const ConvMode mode = parse_mode(mode_str);
+  check_conv_x_weight(x, weight, mode, "conv2d_resample");
+  TORCH_CHECK_VALUE(std::isfinite(scale), "conv2d_resample: scale must be a finite number, got ", scale);
+  return conv_forward(mode, x, weight, at::Tensor(), scale, /*lrelu=*/false, 0.0, /*pixel_norm=*/false);
+}
+
+// Transposes of up_fold / down_fold (conv_common.cuh) along dim d: map a gradient w.r.t. the
+// folded kernel back to the 3 taps.
+at::Tensor up_fold_t(const at::Tensor& G, int64_t d, int parity) {
+  const at::Tensor g0 = G.select(d, 0), g1 = G.select(d, 1);
+  return parity == 0 ? at::stack({g0, g1, g1}, d) : at::stack({g0, g0, g1}, d);
+}
+at::Tensor down_fold_t(const at::Tensor& G, int64_t d) {
+  const at::Tensor g0 = G.select(d, 0), g1 = G.select(d, 1), g2 = G.select(d, 2), g3 = G.select(d, 3);
+  return at::stack({g0.add(g1), g1.add(g2), g2.add(g3)}, d);
+}
+
+// Tensor-core weight gradient (grad_weight_igemm_kernel). Returns an undefined tensor when its
+// preconditions do not hold; the caller then takes the simple path.
+at::Tensor grad_weight_fast(const at::Tensor& x_in, const at::Tensor& g_in, double scale, ConvMode mode, int k) {
+  if (!fast_path_dtype_ok(x_in)) return at::Tensor();
+  const ConvGeom geom = make_geom(x_in, g_in.size(1), k, mode);
+  if (geom.Cin % 8 != 0 || geom.Cout % 8 != 0) return at::Tensor();
+  const at::Tensor x = x_in.contiguous(at::MemoryFormat::ChannelsLast);
+  const at::Tensor g = g_in.contiguous(at::MemoryFormat::ChannelsLast);
+  if (!aligned16(x.const_data_ptr()) || !aligned16(g.const_data_ptr())) return at::Tensor();
+  igemm::GradWeightParams p;
+  p.g = geom;
+  p.Hp = mode == ConvMode::Up ? geom.H : geom.Ho;
+  p.Wp = mode == ConvMode::Up ? geom.W : geom.Wo;
+  p.Mp = geom.N * p.Hp * p.Wp;
+  const int taps = geom.kt * geom.kt;
+  p.cin_tiles = int(ceil_div(geom.Cin, igemm::kGwTile));
+  const int64_t gx = int64_t(taps) * p.cin_tiles, gy = ceil_div(geom.Cout, igemm::kGwTile);
+  if (gx >= (int64_t(1) << 31) || gy > 65535 || p.Mp == 0) return at::Tensor();
+  // Chunks per phase: enough blocks to fill the GPU (~1024 in all), each chunk >= 8 K-steps,
+  // grid.z = phases * chunks <= 65535. Depends only on the shapes: reproducible results.
+  int64_t chunks = ceil_div(1024, gx * gy * geom.phases);
+  chunks = std::min<int64_t>(chunks, ceil_div(p.Mp, 8 * igemm::kGwBK));
+  chunks = std::max<int64_t>(1, std::min<int64_t>(chunks, 65535 / geom.phases));
+  p.chunk_len = ceil_div(ceil_div(p.Mp, chunks), igemm::kGwBK) * igemm::kGwBK;
+  chunks = ceil_div(p.Mp, p.chunk_len);  // every chunk non-empty: chunk * chunk_len < Mp
+  p.chunks = int(chunks);
+  const int64_t neff = int64_t(geom.phases) * taps * geom.Cin * geom.Cout;
+  at::Tensor partial = at::empty({chunks, neff}, x.options().dtype(at::kFloat));
+  at::Tensor geff = at::empty({neff}, x.options().dtype(at::kFloat));
+  const cudaStream_t stream = current_stream();
+  const dim3 grid{unsigned(gx), unsigned(gy), unsigned(geom.phases * chunks)};
+  auto launch = [&](auto tag) {
+    using T = decltype(tag);
+    const T* xp = x.const_data_ptr<T>();
+    const T* gp = g.const_data_ptr<T>();
+    float* pp = partial.mutable_data_ptr<float>();
+    switch (mode) {
+      case ConvMode::Same:
+        igemm::grad_weight_igemm_kernel<T, ConvMode::Same><<<grid, igemm::kThreads, 0, stream>>>(xp, gp, pp, p);
+        break;
+      case ConvMode::Up:
+        igemm::grad_weight_igemm_kernel<T, ConvMode::Up><<<grid, igemm::kThreads, 0, stream>>>(xp, gp, pp, p);
+        break;
+      case ConvMode::Down:
+        igemm::grad_weight_igemm_kernel<T, ConvMode::Down><<<grid, igemm::kThreads, 0, stream>>>(xp, gp, pp, p);
+        break;
+    }
+    PROGAN_CUDA_CHECK_LAUNCH();
+  };
+  if (x.scalar_type() == at::kHalf) launch(c10::Half());
+  else launch(c10::BFloat16());
+  grad_weight_finish_kernel<float><<<blocks_for(neff, 256), 256, 0, stream>>>(
+      partial.const_data_ptr<float>(), geff.mutable_data_ptr<float>(), neff, chunks, float(scale));
+  PROGAN_CUDA_CHECK_LAUNCH();
+  // [P][ky][kx][Cin][Cout] -> [P][Cout][Cin][ky][kx], then back through the transposed folds.
+  const at::Tensor G = geff.view({geom.phases, geom.kt, geom.kt, geom.Cin, geom.Cout}).permute({0, 4, 3, 1, 2});
+  at::Tensor gw;
+  if (mode == ConvMode::Same) {
+    gw = G.select(0, 0);
+  } else if (mode == ConvMode::Down) {
+    gw = down_fold_t(down_fold_t(G.select(0, 0), 2), 3).mul(0.25);
+  } else {
+    for (int ph = 0; ph < 4; ++ph) {
+      const at::Tensor t = up_fold_t(up_fold_t(G.select(0, ph), 2, ph >> 1), 3, ph & 1);
+      gw = gw.defined() ? gw.add(t) : t;
+    }
+  }
+  return gw.to(x_in.scalar_type()).contiguous();
+}
+
+at::Tensor conv2d_resample_grad_weight_cuda(const at::Tensor& x_in, const at::Tensor& grad_in, double scale,
+                                            c10::string_view mode_str, int64_t kernel_size) {
+  const char* op = "conv2d_resample_grad_weight";
+  const ConvMode mode = parse_mode(mode_str);
+  check_float_tensor(x_in, "x");
+  TORCH_CHECK_VALUE(x_in.dim() == 4, op, ": x must have rank 4, got shape ", x_in.sizes());
+  TORCH_CHECK_VALUE(grad_in.dim() == 4, op, ": grad_out must have rank 4, got shape ", grad_in.sizes());
+  check_like(x_in, grad_in, "x", "grad_out");
+  TORCH_CHECK_VALUE(x_in.is_cuda(), op, ": x must be a CUDA tensor");
+  TORCH_CHECK_VALUE(kernel_size >= 1 && kernel_size % 2 == 1, op,
+                    ": kernel_size must be a positive odd number, got ", kernel_size);
+  TORCH_CHECK_VALUE(mode == ConvMode::Same || kernel_size == 3, op, ": kernel size must be one of (3,), got ",
+                    kernel_size);
+  if (mode == ConvMode::Down)
+    TORCH_CHECK_VALUE(x_in.size(2) % 2 == 0 && x_in.size(3) % 2 == 0, op, ": height and width must be even, got ",
+                      x_in.size(2), "x", x_in.size(3));
+  TORCH_CHECK_VALUE(grad_in.size(0) == x_in.size(0) && grad_in.size(1) >= 1 &&
+                        grad_in.size(2) == resampled(x_in.size(2), mode) &&
+                        grad_in.size(3) == resampled(x_in.size(3), mode),
+                    op, ": grad_out has shape ", grad_in.sizes(), ", which does not match x of shape ", x_in.sizes(),
+                    " resampled by '", mode_name(mode), "'");
+  TORCH_CHECK_VALUE(std::isfinite(scale), op, ": scale must be a finite number, got ", scale);
+
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  const int k = int(kernel_size);
+  if (x_in.numel() > 0 && grad_in.numel() > 0) {
+    at::Tensor fast = grad_weight_fast(x_in, grad_in, scale, mode, k);
+    if (fast.defined()) return fast;
+  }
+  const int64_t cout = grad_in.size(1), cin = x_in.size(1);
+  at::Tensor gw = at::empty({cout, cin, k, k}, x_in.options().memory_format(at::MemoryFormat::Contiguous));
+  const int64_t nw = gw.numel();
+  if (nw == 0) return gw;
+  const auto fmt = layout_of(x_in);
+  const bool cl = fmt == at::MemoryFormat::ChannelsLast;
+  const at::Tensor x = x_in.contiguous(fmt), g = grad_in.contiguous(fmt);  // same layout flag for both
+  const ConvGeom geom = make_geom(x, cout, k, mode);
+  const int64_t P = geom.N * geom.Ho * geom.Wo;
+  TORCH_CHECK_VALUE(nw < (int64_t(1) << 31), op, ": too many weight elements (", nw, ")");
+  // Chunks of the pixel reduction: about 2048 blocks in all, each chunk at least 256 pixels,
+  // at most 65535 chunks (grid.y). Depends only on the shapes, so the result is reproducible.
+  int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(ceil_div(2048, nw), ceil_div(P, 256)));
+  chunks = std::min<int64_t>(chunks, 65535);
+  const int64_t chunk_len = std::max<int64_t>(1, ceil_div(P, chunks));
+  chunks = std::max<int64_t>(1, ceil_div(P, chunk_len));
+  const at::ScalarType acc_type = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  at::Tensor partial = at::empty({chunks, nw}, x.options().dtype(acc_type));
+  const cudaStream_t stream = current_stream();
+  PROGAN_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv2d_resample_grad_weight_cuda", [&] {
+    using acc = acc_t<scalar_t>;
+    const dim3 grid{unsigned(nw), unsigned(chunks)};
+    const scalar_t* xp = x.const_data_ptr<scalar_t>();
+    const scalar_t* gp = g.const_data_ptr<scalar_t>();
+    acc* pp = partial.mutable_data_ptr<acc>();
+    switch (mode) {
+      case ConvMode::Same:
+        grad_weight_partial_kernel<scalar_t, ConvMode::Same>
+            <<<grid, 256, 0, stream>>>(xp, gp, pp, geom, k, cl, chunk_len);
+        break;
+      case ConvMode::Up:
+        grad_weight_partial_kernel<scalar_t, ConvMode::Up>
+            <<<grid, 256, 0, stream>>>(xp, gp, pp, geom, k, cl, chunk_len);
+        break;
+      case ConvMode::Down:
+        grad_weight_partial_kernel<scalar_t, ConvMode::Down>
+            <<<grid, 256, 0, stream>>>(xp, gp, pp, geom, k, cl, chunk_len);
+        break;
+    }
+    PROGAN_CUDA_CHECK_LAUNCH();
+    grad_weight_finish_kernel<scalar_t><<<blocks_for(nw, 256), 256, 0, stream>>>(
+        partial.const_data_ptr<acc>(), gw.mutable_data_ptr<scalar_t>(), nw, chunks, acc(scale));
+    PROGAN_CUDA_CHECK_LAUNCH();
+  });
+  return gw;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(progan_ext, CUDA, m) {
+  m.impl("conv2d_resample", &conv2d_resample_cuda);
+  m.impl("conv2d_resample_grad_weight", &conv2d_resample_grad_weight_cuda);
+}
+
+}  // namespace cuda
+}  // namespace progan_ext

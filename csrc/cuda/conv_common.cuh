@@ -1,0 +1,239 @@
+// Host side of the CUDA equalized-LR convolutions: argument checks, effective-kernel building
+// (the 4-phase / summed-kernel algebra, scale folded in), path selection and launches. Included
+// by eq_conv2d.cu, upsample_conv2d.cu, conv2d_downsample.cu and conv2d_resample.cu; the kernels
+// themselves are in conv_igemm.cuh (design note there).
+#pragma once
+
+#include <ATen/Context.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/constant_pad_nd.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/stack.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <string>
+
+#include "../common.h"
+#include "conv_igemm.cuh"
+
+namespace progan_ext {
+namespace cuda {
+
+inline const char* mode_name(ConvMode m) {
+  return m == ConvMode::Up ? "up" : m == ConvMode::Down ? "down" : "same";
+}
+
+inline ConvMode parse_mode(c10::string_view mode) {
+  if (mode == "same") return ConvMode::Same;
+  if (mode == "up") return ConvMode::Up;
+  if (mode == "down") return ConvMode::Down;
+  TORCH_CHECK_VALUE(false, "mode must be 'same', 'up' or 'down', got '", std::string(mode), "'");
+}
+
+inline int64_t resampled(int64_t in, ConvMode m) {
+  return m == ConvMode::Up ? 2 * in : m == ConvMode::Down ? in / 2 : in;
+}
+
+// ---- checks (same messages as progan_ext.reference.check_conv) ----------------------------------
+inline void check_conv_x_weight(const at::Tensor& x, const at::Tensor& w, ConvMode mode, const char* op) {
+  check_float_tensor(x, "x");
+  check_float_tensor(w, "weight");
+  TORCH_CHECK_VALUE(x.dim() == 4, op, ": x must have rank 4, got shape ", x.sizes());
+  TORCH_CHECK_VALUE(w.dim() == 4, op, ": weight must have rank 4, got shape ", w.sizes());
+  check_like(x, w, "x", "weight");
+  TORCH_CHECK_VALUE(x.is_cuda(), op, ": x must be a CUDA tensor");
+  TORCH_CHECK_VALUE(w.size(1) == x.size(1), op, ": x has ", x.size(1), " channels but weight expects ", w.size(1),
+                    " (weight shape ", w.sizes(), ")");
+  TORCH_CHECK_VALUE(w.size(2) == w.size(3) && w.size(2) % 2 == 1, op,
+                    ": the kernel must be square with an odd size, got ", w.size(2), "x", w.size(3));
+  TORCH_CHECK_VALUE(mode == ConvMode::Same || w.size(2) == 3, op, ": kernel size must be one of (3,), got ",
+                    w.size(2));
+  TORCH_CHECK_VALUE(w.size(0) >= 1 && w.size(1) >= 1, op, ": weight has an empty dimension: ", w.sizes());
+  if (mode == ConvMode::Down)
+    TORCH_CHECK_VALUE(x.size(2) % 2 == 0 && x.size(3) % 2 == 0, op, ": height and width must be even, got ",
+                      x.size(2), "x", x.size(3));
+}
+
+inline void check_conv_epilogue(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& bias,
+                                double gain, double alpha, const char* op) {
+  TORCH_CHECK_VALUE(std::isfinite(gain), op, ": gain must be a finite number, got ", gain);
+  check_alpha(alpha);
+  if (bias.has_value()) {
+    check_like(x, *bias, "x", "bias");
+    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == w.size(0), op, ": bias must have shape [", w.size(0),
+                      "], got ", bias->sizes());
+  }
+}
+
+// ---- effective kernels ----------------------------------------------------------------------------
+// Per axis (dim d of size 3) the linear maps of the design note in conv_igemm.cuh.
+inline at::Tensor up_fold(const at::Tensor& w, int64_t d, int parity) {
+  const at::Tensor w0 = w.select(d, 0), w1 = w.select(d, 1), w2 = w.select(d, 2);
+  return parity == 0 ? at::stack({w0, w1.add(w2)}, d) : at::stack({w0.add(w1), w2}, d);
+}
+inline at::Tensor down_fold(const at::Tensor& w, int64_t d) {
+  const at::Tensor w0 = w.select(d, 0), w1 = w.select(d, 1), w2 = w.select(d, 2);
+  return at::stack({w0, w0.add(w1), w1.add(w2), w2}, d);
+}
+
+// W_eff [P][Cout][Cin][kt][kt] in dtype `acc` (contiguous), scale folded in.
+inline at::Tensor effective_weight(const at::Tensor& w, double scale, ConvMode mode, at::ScalarType acc) {
+  const at::Tensor ws = w.to(acc).mul(scale);
+  if (mode == ConvMode::Same) return ws.unsqueeze(0).contiguous();
+  if (mode == ConvMode::Down) return down_fold(down_fold(ws, 2), 3).mul(0.25).unsqueeze(0).contiguous();
+  std::vector<at::Tensor> phases;
+  for (int py = 0; py < 2; ++py)
+    for (int px = 0; px < 2; ++px) phases.push_back(up_fold(up_fold(ws, 2, py), 3, px));  // phase = 2py+px
+  return at::stack(phases, 0).contiguous();
+}
+
+inline ConvGeom make_geom(const at::Tensor& x, int64_t cout, int k, ConvMode mode) {
+  ConvGeom g;
+  g.N = x.size(0); g.Cin = x.size(1); g.H = x.size(2); g.W = x.size(3); g.Cout = cout;
+  g.Ho = resampled(g.H, mode); g.Wo = resampled(g.W, mode);
+  g.kt = mode == ConvMode::Same ? k : mode == ConvMode::Up ? 2 : 4;
+  g.pad = k / 2;
+  g.phases = mode == ConvMode::Up ? 4 : 1;
+  return g;
+}
+
+inline unsigned blocks_for(int64_t n, int threads) { return grid_for(n, threads, 65535LL * 32); }
+
+// ---- fast path selection ----------------------------------------------------------------------
+// Preconditions of igemm::conv_igemm_kernel (checked by conv_forward_impl): device sm_80+ (cp.async,
+// bf16 / TF32 WMMA); half or bfloat16, or float32 when TF32 is allowed for convolutions
+// (torch.backends.cudnn.allow_tf32, as PyTorch's own convs); Cin % (16 B / element size) == 0 (a
+// 16-byte chunk along Cin never straddles the end of a pixel's channels); x (made NHWC) and the
+// packed weights 16-byte aligned (checked on the actual pointers); ceil(Cout/BN) <= 65535 (grid.y),
+// ceil(M/BM) < 2^31 (grid.x).
+inline bool device_is_sm80_plus(const at::Tensor& x) {
+  int major = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, x.get_device()));
+  return major >= 8;
+}
+// half / bfloat16 tensor cores (the forward and the weight-gradient GEMMs).
+inline bool fast_path_dtype_ok(const at::Tensor& x) {
+  if (x.scalar_type() != at::kHalf && x.scalar_type() != at::kBFloat16) return false;
+  return device_is_sm80_plus(x);
+}
+// The forward GEMM also takes float32 through TF32 when PyTorch would.
+inline bool forward_fast_dtype_ok(const at::Tensor& x) {
+  if (x.scalar_type() == at::kFloat) return at::globalContext().allowTF32CuDNN() && device_is_sm80_plus(x);
+  return fast_path_dtype_ok(x);
+}
+
+template <typename T, ConvMode M>
+void launch_igemm(const dim3& grid, cudaStream_t stream, const at::Tensor& x, const at::Tensor& wt,
+                  const at::Tensor& bias_f, at::Tensor& y, at::Tensor& pre, const igemm::FastParams& p) {
+  igemm::conv_igemm_kernel<T, M><<<grid, igemm::kThreads, 0, stream>>>(
+      x.const_data_ptr<T>(), wt.const_data_ptr<T>(), bias_f.defined() ? bias_f.const_data_ptr<float>() : nullptr,
+      y.mutable_data_ptr<T>(), pre.defined() ? pre.mutable_data_ptr<float>() : nullptr, p);
+  PROGAN_CUDA_CHECK_LAUNCH();
+}
+
+// The forward computation y = epilogue(conv_M(x, W_eff)), scale folded into W_eff; bias may be
+// undefined. Returns y in x's memory format. Instantiated once per mode, in the mode's own .cu
+// file (conv_forward_same/up/down below), to keep compile units small.
+template <ConvMode M>
+at::Tensor conv_forward_impl(const at::Tensor& x_in, const at::Tensor& weight, const at::Tensor& bias,
+                             double scale, bool lrelu, double alpha, bool pixel_norm) {
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  const auto fmt = layout_of(x_in);
+  const bool cl = fmt == at::MemoryFormat::ChannelsLast;
+  const int k = int(weight.size(2));
+  const ConvGeom g = make_geom(x_in, weight.size(0), k, M);
+  at::Tensor y = at::empty({g.N, g.Cout, g.Ho, g.Wo}, x_in.options().memory_format(fmt));
+  if (y.numel() == 0) return y;
+  const at::ScalarType acc_type = x_in.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const cudaStream_t stream = current_stream();
+
+  // Pixel norm that cannot be done in the tile goes through an acc_t workspace laid out like y.
+  auto norm_pass = [&](const at::Tensor& pre) {
+    PROGAN_DISPATCH_FLOATING_TYPES(y.scalar_type(), "conv_pixel_norm_cuda", [&] {
+      const int64_t pixels = g.N * g.Ho * g.Wo;
+      pixel_norm_rows_kernel<scalar_t><<<blocks_for(pixels, 256), 256, 0, stream>>>(
+          pre.const_data_ptr<acc_t<scalar_t>>(), y.mutable_data_ptr<scalar_t>(), g.N, g.Cout, g.Ho * g.Wo, cl);
+      PROGAN_CUDA_CHECK_LAUNCH();
+    });
+  };
+
+  const int64_t vec = 16 / int64_t(x_in.element_size());  // elements per 16-byte copy
+  if (forward_fast_dtype_ok(x_in) && g.Cin % vec == 0 && ceil_div(g.Cout, igemm::kBN) <= 65535) {
+    const at::Tensor x = x_in.contiguous(at::MemoryFormat::ChannelsLast);  // NHWC for the A loader
+    // wt [P][kt*kt][Cin][CoutP] in the input dtype, Cout zero-padded to a multiple of `vec`.
+    const int64_t coutp = ceil_div(g.Cout, vec) * vec;
+    at::Tensor wt = effective_weight(weight, scale, M, at::kFloat)
+                        .permute({0, 3, 4, 2, 1})
+                        .reshape({g.phases, int64_t(g.kt) * g.kt, g.Cin, g.Cout});
+    wt = at::constant_pad_nd(wt, {0, coutp - g.Cout}, 0.0).to(x.scalar_type()).contiguous();
+    igemm::FastParams p;
+    p.g = g;
+    p.Hp = M == ConvMode::Up ? g.H : g.Ho;  // UP: each phase is an H x W grid of outputs
+    p.Wp = M == ConvMode::Up ? g.W : g.Wo;
+    p.Mp = g.N * p.Hp * p.Wp;
+    p.CoutP = coutp;
+    p.out_cl = cl;
+    p.lrelu = lrelu;
+    p.alpha = float(alpha);
+    p.norm_in_tile = pixel_norm && g.Cout <= igemm::kBN;
+    const int64_t gx = ceil_div(p.Mp, igemm::kBM);
+    if (aligned16(x.const_data_ptr()) && aligned16(wt.const_data_ptr()) && gx < (int64_t(1) << 31)) {
+      const at::Tensor bias_f = bias.defined() ? bias.to(at::kFloat).contiguous() : at::Tensor();
+      at::Tensor pre;
+      if (pixel_norm && !p.norm_in_tile) pre = at::empty({y.numel()}, y.options().dtype(at::kFloat));
+      const dim3 grid{unsigned(gx), unsigned(ceil_div(g.Cout, igemm::kBN)), unsigned(g.phases)};
+      if (x.scalar_type() == at::kHalf)
+        launch_igemm<c10::Half, M>(grid, stream, x, wt, bias_f, y, pre, p);
+      else if (x.scalar_type() == at::kBFloat16)
+        launch_igemm<c10::BFloat16, M>(grid, stream, x, wt, bias_f, y, pre, p);
+      else
+        launch_igemm<float, M>(grid, stream, x, wt, bias_f, y, pre, p);
+      if (pre.defined()) norm_pass(pre);
+      return y;
+    }
+  }
+
+  // ---- simple path ---------------------------------------------------------------------------
+  const at::Tensor x = x_in.contiguous(fmt);
+  const at::Tensor weff = effective_weight(weight, scale, M, acc_type);
+  const at::Tensor b = bias.defined() ? bias.contiguous() : at::Tensor();
+  at::Tensor pre;
+  if (pixel_norm) pre = at::empty({y.numel()}, y.options().dtype(acc_type));
+  PROGAN_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv_simple_cuda", [&] {
+    using acc = acc_t<scalar_t>;
+    conv_simple_kernel<scalar_t, M><<<blocks_for(y.numel(), 256), 256, 0, stream>>>(
+        x.const_data_ptr<scalar_t>(), weff.const_data_ptr<acc>(),
+        b.defined() ? b.const_data_ptr<scalar_t>() : nullptr, y.mutable_data_ptr<scalar_t>(),
+        pre.defined() ? pre.mutable_data_ptr<acc>() : nullptr, g, cl, lrelu, acc(alpha));
+    PROGAN_CUDA_CHECK_LAUNCH();
+  });
+  if (pixel_norm) norm_pass(pre);
+  return y;
+}
+
+// One instantiation per mode, each in its own .cu file.
+at::Tensor conv_forward_same(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, double scale,
+                             bool lrelu, double alpha, bool pixel_norm);  // eq_conv2d.cu
+at::Tensor conv_forward_up(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, double scale,
+                           bool lrelu, double alpha, bool pixel_norm);  // upsample_conv2d.cu
+at::Tensor conv_forward_down(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, double scale,
+                             bool lrelu, double alpha, bool pixel_norm);  // conv2d_downsample.cu
+
+inline at::Tensor conv_forward(ConvMode mode, const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias,
+                               double scale, bool lrelu, double alpha, bool pixel_norm) {
+  switch (mode) {
+    case ConvMode::Up: return conv_forward_up(x, w, bias, scale, lrelu, alpha, pixel_norm);
+    case ConvMode::Down: return conv_forward_down(x, w, bias, scale, lrelu, alpha, pixel_norm);
+    default: return conv_forward_same(x, w, bias, scale, lrelu, alpha, pixel_norm);
+  }
+}
+
+// Equalized scale gain / sqrt(Cin * k * k).
+inline double eq_scale(const at::Tensor& w, double gain) {
+  return gain / std::sqrt(double(w.size(1) * w.size(2) * w.size(3)));
+}
+
+}  // namespace cuda
+}  // namespace progan_ext

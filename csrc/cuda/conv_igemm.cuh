@@ -1,0 +1,635 @@
+// Device side of the equalized-LR convolutions (eq_conv2d, upsample_conv2d, conv2d_downsample,
+// conv2d_resample, conv2d_resample_grad_weight). No ATen headers here: host code lives in
+// conv_common.cuh.
+//
+// ---- Design note ---------------------------------------------------------------------------------
+// Every forward op is ONE formula over an "effective" kernel W_eff[P][Cout][Cin][kt][kt] that the
+// host builds with small tensor ops (the equalized scale gain/sqrt(Cin*k*k) folded in):
+//   mode SAME (k odd):  P = 1, kt = k, input row  iy = oy - k/2 + ty
+//   mode UP   (k = 3):  P = 4 phases (py,px) = output parity, kt = 2,
+//                       iy = (oy>>1) + py - 1 + ty   (per axis: parity 0 taps x[i-1]*w0, x[i]*(w1+w2);
+//                       parity 1 taps x[i]*(w0+w1), x[i+1]*w2). The upsampled tensor never exists.
+//   mode DOWN (k = 3):  P = 1, kt = 4, iy = 2*oy - 1 + ty, W_eff = D w D^T / 4 with
+//                       D = [[1,0,0],[1,1,0],[0,1,1],[0,0,1]] (3x3 conv + 2x2 average pool).
+// (the same for columns). Out-of-image taps read zero (padding).
+//
+// Two forward paths, chosen on the host (conv_common.cuh, conv_forward_impl):
+//  * simple path (any dtype incl. float64, any layout/shape): one thread per output element,
+//    accumulating in acc_t over Cin x taps in a fixed order. Obviously correct, slow.
+//  * implicit-GEMM fast path (igemm::conv_igemm_kernel) for float16/bfloat16 (WMMA m16n16k16)
+//    and float32 when TF32 is allowed (WMMA m16n16k8 tf32), on sm_80+; requires Cin % vec == 0
+//    (vec = 16 B / element size: 8 halves, 4 floats) and 16-byte aligned base pointers; the input
+//    is made NHWC. GEMM with M = output pixels (of one phase for UP), N = Cout, K = taps x Cin
+//    (tap-major, Cin inner so that a K step of BK channels at one tap is a contiguous,
+//    16-byte-aligned run of the NHWC input).
+//      block = 256 threads = 8 warps, tile BM=128 pixels x BN=64 Cout, BK = 64 bytes of channels
+//      (32 halves / 16 floats); warp w computes rows 32*(w/2)..+32, cols 32*(w%2)..+32 as 2x2
+//      WMMA fragments with fp32 accumulators.
+//      Tiles are filled by cp.async (16 B per copy, zero-fill for padding / ragged Cin / Cout),
+//      double buffered (2 stages). Each thread issues 2 A copies (rows tid/4 and tid/4+64, chunk
+//      tid%4) and 1 B copy per K step.
+//      smem (2 stages): A 2 x 128 x 80 B = 20480 B, B 2 x 32 x 144 B = 9216 B (halves) or
+//      2 x 16 x 272 B = 8704 B (floats); the epilogue reuses the buffer for a 128 x (64+4) fp32
+//      tile = 34816 B -> 34816 B static (< 48 KB).
+//      Row pads (+16 B) shift consecutive rows by 16 B mod 128 B so that fragment loads of 8 rows
+//      spread over the banks; they also keep every WMMA pointer 32-byte aligned (Tile asserts).
+//      Why these tiles: 128x64 gives each warp a 32x32 sub-tile (4 MMAs per 4 fragment loads) and
+//      keeps smem < 48 KB so that several blocks fit an SM; BN=64 matches the high-resolution
+//      ProGAN layers (Cout 16..64), where the fused pixel norm is then done inside the tile.
+//    Epilogue: bias + leaky ReLU in fp32, then pixel norm in-tile when Cout <= BN (one block holds
+//    every channel of its pixels); when Cout > BN the pre-norm fp32 values go to a workspace and a
+//    second pass (pixel_norm_rows_kernel) normalizes each pixel in a fixed order (deterministic,
+//    no atomics).
+//  * float32 without TF32 and float64 take the simple path.
+// conv2d_resample_grad_weight: grad_w[co,ci,ky,kx] = scale * sum_{n,pixels} g * patch.
+//  * fast path (half/bfloat16, sm_80+, Cin % 8 == 0, Cout % 8 == 0): grad_weight_igemm_kernel, a
+//    WMMA GEMM for the gradient of the EFFECTIVE kernel (rows Cin of one tap, cols Cout, reduction
+//    over the pixels of one phase, split into fixed chunks with fp32 partial tiles in a
+//    workspace); the chunks are summed in order, then the host maps the result back to the k x k
+//    kernel with the transposed folds (conv2d_resample.cu).
+//  * simple path (everything else): straight from the definition (no phase algebra): grid
+//    (weight element, pixel chunk), each block reduces its chunk with a fixed-order block_sum into
+//    a workspace; a second kernel sums the chunks in order.
+//  Both deterministic: the chunk counts depend only on the shapes.
+// --------------------------------------------------------------------------------------------------
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <mma.h>
+
+#include "device_utils.cuh"
+
+namespace progan_ext {
+namespace cuda {
+
+enum class ConvMode : int { Same = 0, Up = 1, Down = 2 };
+
+// Geometry shared by every conv kernel. Output is [N, Cout, Ho, Wo]; input [N, Cin, H, W].
+struct ConvGeom {
+  int64_t N, Cin, H, W, Cout, Ho, Wo;
+  int kt;       // taps per axis of the effective kernel
+  int pad;      // SAME: k/2
+  int phases;   // 4 for UP, else 1
+};
+
+// Input row (or column) of tap 0 for output row o, and the output's parity (UP).
+template <ConvMode M>
+__device__ __forceinline__ int64_t tap0(int64_t o, int pad) {
+  if constexpr (M == ConvMode::Same) return o - pad;
+  else if constexpr (M == ConvMode::Up) return (o >> 1) + (o & 1) - 1;
+  else return 2 * o - 1;
+}
+
+// Element strides of a contiguous tensor in NCHW (cl = false) or NHWC (cl = true) memory.
+struct Strides4 {
+  int64_t n, c, h, w;
+};
+
+__host__ __device__ inline Strides4 strides_of(int64_t C, int64_t H, int64_t W, bool cl) {
+  return cl ? Strides4{H * W * C, 1, W * C, C} : Strides4{C * H * W, H * W, W, 1};
+}
+
+template <typename acc>
+__device__ __forceinline__ acc apply_act(acc v, bool lrelu, acc alpha) {
+  return (lrelu && v < acc(0)) ? v * alpha : v;
+}
+
+// ================================ simple path ================================================
+// One thread per output element, e in [0, N*Cout*Ho*Wo), e enumerating the output in ITS memory
+// order (so stores are coalesced and y[e] is the element's address). w: W_eff in acc_t,
+// [P][Cout][Cin][kt][kt] contiguous. If `pre` is non-null the fp32/fp64 pre-norm value goes there
+// (same order as y) and y is written later by pixel_norm_rows_kernel.
+template <typename T, ConvMode M>
+__global__ void conv_simple_kernel(const T* __restrict__ x, const acc_t<T>* __restrict__ w,
+                                   const T* __restrict__ bias, T* __restrict__ y, acc_t<T>* __restrict__ pre,
+                                   ConvGeom g, bool channels_last, bool lrelu, acc_t<T> alpha) {
+  using acc = acc_t<T>;
+  const int64_t total = g.N * g.Cout * g.Ho * g.Wo;
+  const Strides4 sx = strides_of(g.Cin, g.H, g.W, channels_last);
+  const int kk = g.kt * g.kt;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total;
+       e += int64_t(gridDim.x) * blockDim.x) {
+    int64_t n, co, oy, ox, r = e;
+    if (channels_last) {
+      co = r % g.Cout; r /= g.Cout;
+      ox = r % g.Wo; r /= g.Wo;
+      oy = r % g.Ho; n = r / g.Ho;
+    } else {
+      ox = r % g.Wo; r /= g.Wo;
+      oy = r % g.Ho; r /= g.Ho;
+      co = r % g.Cout; n = r / g.Cout;
+    }
+    const int phase = M == ConvMode::Up ? int((oy & 1) * 2 + (ox & 1)) : 0;
+    const int64_t iy0 = tap0<M>(oy, g.pad), ix0 = tap0<M>(ox, g.pad);
+    const acc* wp = w + (int64_t(phase) * g.Cout + co) * g.Cin * kk;
+    const T* xn = x + n * sx.n;
+    acc s = acc(0);
+    for (int64_t ci = 0; ci < g.Cin; ++ci) {
+      const T* xc = xn + ci * sx.c;
+      const acc* wc = wp + ci * kk;
+      for (int ty = 0; ty < g.kt; ++ty) {
+        const int64_t iy = iy0 + ty;
+        if (iy < 0 || iy >= g.H) continue;  // zero padding
+        for (int tx = 0; tx < g.kt; ++tx) {
+          const int64_t ix = ix0 + tx;
+          if (ix < 0 || ix >= g.W) continue;
+          s += wc[ty * g.kt + tx] * static_cast<acc>(xc[iy * sx.h + ix * sx.w]);
+        }
+      }
+    }
+    if (bias != nullptr) s += static_cast<acc>(bias[co]);
+    s = apply_act(s, lrelu, alpha);
+    if (pre != nullptr) pre[e] = s;
+    else y[e] = static_cast<T>(s);
+  }
+}
+
+// Pixel norm over the Cout channels of each output pixel, reading the pre-norm values `pre`
+// (laid out like y) and writing y. One thread per pixel, channels summed in order 0..C-1
+// (deterministic). y = v * rsqrt(mean_c v^2 + 1e-8).
+template <typename T>
+__global__ void pixel_norm_rows_kernel(const acc_t<T>* __restrict__ pre, T* __restrict__ y, int64_t N,
+                                       int64_t C, int64_t S, bool channels_last) {
+  using acc = acc_t<T>;
+  for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < N * S;
+       p += int64_t(gridDim.x) * blockDim.x) {
+    // Offset of channel 0 of pixel p and the channel stride, per layout.
+    const int64_t base = channels_last ? p * C : (p / S) * C * S + p % S;
+    const int64_t cs = channels_last ? 1 : S;
+    acc ss = acc(0);
+    for (int64_t c = 0; c < C; ++c) {
+      const acc v = pre[base + c * cs];
+      ss += v * v;
+    }
+    const acc r = acc(1) / sqrt(ss / acc(C) + acc(1e-8));
+    for (int64_t c = 0; c < C; ++c) y[base + c * cs] = static_cast<T>(pre[base + c * cs] * r);
+  }
+}
+
+// ================================ grad weight (simple, deterministic) ========================
+// Partial sums: block (widx = blockIdx.x, chunk = blockIdx.y) reduces pixels
+// [chunk*chunk_len, min(P, (chunk+1)*chunk_len)) of P = N*Ho*Wo output pixels for the weight
+// element widx = ((co*Cin + ci)*k + ky)*k + kx of the ORIGINAL k x k kernel, straight from the
+// definition of each mode:
+//   SAME: g[n,co,oy,ox] * x[n,ci,oy+ky-pad, ox+kx-pad]
+//   UP:   g[n,co,oy,ox] * x[n,ci,(oy+ky-1)>>1, (ox+kx-1)>>1]   (upsampled coords in [0,2H))
+//   DOWN: g[n,co,oy,ox] * sum_{dy,dx in 0,1} x[n,ci,2oy+dy+ky-1, 2ox+dx+kx-1] / 4
+// x and g share the layout flag (both made contiguous in x's format on the host).
+template <typename T, ConvMode M>
+__global__ void grad_weight_partial_kernel(const T* __restrict__ x, const T* __restrict__ gout,
+                                           acc_t<T>* __restrict__ partial, ConvGeom g, int k,
+                                           bool channels_last, int64_t chunk_len) {
+  using acc = acc_t<T>;
+  __shared__ acc scratch[32];
+  const int64_t nw = g.Cout * g.Cin * k * k;
+  const int64_t widx = blockIdx.x;
+  const int kx = int(widx % k), ky = int((widx / k) % k);
+  const int64_t ci = (widx / (int64_t(k) * k)) % g.Cin, co = widx / (int64_t(k) * k * g.Cin);
+  const Strides4 sx = strides_of(g.Cin, g.H, g.W, channels_last);
+  const Strides4 sg = strides_of(g.Cout, g.Ho, g.Wo, channels_last);
+  const int64_t P = g.N * g.Ho * g.Wo;
+  const int64_t p0 = int64_t(blockIdx.y) * chunk_len, p1 = p0 + chunk_len < P ? p0 + chunk_len : P;
+  acc s = acc(0);
+  for (int64_t p = p0 + threadIdx.x; p < p1; p += blockDim.x) {
+    const int64_t ox = p % g.Wo, oy = (p / g.Wo) % g.Ho, n = p / (g.Wo * g.Ho);
+    const acc gv = static_cast<acc>(gout[n * sg.n + co * sg.c + oy * sg.h + ox * sg.w]);
+    const T* xc = x + n * sx.n + ci * sx.c;
+    acc xv = acc(0);
+    if constexpr (M == ConvMode::Same) {
+      const int64_t iy = oy + ky - g.pad, ix = ox + kx - g.pad;
+      if (iy >= 0 && iy < g.H && ix >= 0 && ix < g.W) xv = static_cast<acc>(xc[iy * sx.h + ix * sx.w]);
+    } else if constexpr (M == ConvMode::Up) {
+      const int64_t uy = oy + ky - 1, ux = ox + kx - 1;  // in the (virtual) upsampled image
+      if (uy >= 0 && uy < 2 * g.H && ux >= 0 && ux < 2 * g.W)
+        xv = static_cast<acc>(xc[(uy >> 1) * sx.h + (ux >> 1) * sx.w]);
+    } else {
+      for (int dy = 0; dy < 2; ++dy)
+        for (int dx = 0; dx < 2; ++dx) {
+          const int64_t iy = 2 * oy + dy + ky - 1, ix = 2 * ox + dx + kx - 1;
+          if (iy >= 0 && iy < g.H && ix >= 0 && ix < g.W) xv += static_cast<acc>(xc[iy * sx.h + ix * sx.w]);
+        }
+      xv *= acc(0.25);
+    }
+    s += gv * xv;
+  }
+  s = block_sum(s, scratch);  // fixed order: deterministic
+  if (threadIdx.x == 0) partial[int64_t(blockIdx.y) * nw + widx] = s;
+}
+
+// grad_w[i] = scale * sum_{c < chunks} partial[c][i], summed in chunk order.
+template <typename T>
+__global__ void grad_weight_finish_kernel(const acc_t<T>* __restrict__ partial, T* __restrict__ gw, int64_t nw,
+                                          int64_t chunks, acc_t<T> scale) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < nw; i += int64_t(gridDim.x) * blockDim.x) {
+    acc_t<T> s = 0;
+    for (int64_t c = 0; c < chunks; ++c) s += partial[c * nw + i];
+    gw[i] = static_cast<T>(s * scale);
+  }
+}
+
+// ================================ implicit-GEMM fast path (fp16 / bf16, sm_80+) =============
+namespace igemm {
+
+constexpr int kBM = 128, kBN = 64, kThreads = 256;
+constexpr int kLdC = kBN + 4;           // floats per smem C row (272 B)
+constexpr int kSmemC = kBM * kLdC * 4;  // epilogue tile, bytes
+
+// Tile geometry per element type T (2-byte half/bfloat16 or 4-byte float). A K step is 64 bytes
+// of channels (32 halves / 16 floats), so in both cases an A row is 4 copies of 16 B and the
+// B tile (K step x 64 Cout) is 256 copies: the same thread -> copy mapping works for every T.
+template <typename T>
+struct Tile {
+  static constexpr int kVecE = 16 / int(sizeof(T));   // elements per 16-byte copy: 8 | 4
+  static constexpr int kBK = 64 / int(sizeof(T));     // K step (channels): 32 | 16
+  static constexpr int kLdA = kBK + kVecE;            // A row pitch: 80 B (rows 16 B apart mod 128 B)
+  static constexpr int kLdB = kBN + kVecE;            // B row pitch: 144 B | 272 B
+  static constexpr int kStageA = kBM * kLdA;          // elements
+  static constexpr int kStageB = kBK * kLdB;          // elements
+  static constexpr int kBChunks = kBN / kVecE;        // 16-byte copies per B row: 8 | 16
+  static constexpr int kSmemAB = 2 * (kStageA + kStageB) * int(sizeof(T));  // 2 stages
+  static constexpr int kSmemBytes = kSmemAB > kSmemC ? kSmemAB : kSmemC;
+  static_assert(kBK / kVecE == 4 && kBK * kBChunks == kThreads, "one A-row chunk / one B copy per thread");
+  static_assert(kSmemBytes <= 48 * 1024, "static shared memory limit");
+  static_assert((kStageA * sizeof(T)) % 32 == 0 && (kStageB * sizeof(T)) % 32 == 0,
+                "WMMA needs 32-byte aligned stage bases");
+  static_assert((16 * kLdA * sizeof(T)) % 32 == 0 && (8 * kLdB * sizeof(T)) % 32 == 0,
+                "fragment row offsets (16 A rows, 8|16 B rows) keep 32-byte alignment");
+};
+
+// 16-byte global -> shared copy; zero-fills the destination when !valid (src is then not read,
+// but must still be a valid address: callers pass the tensor base). cp.async on sm_80+.
+__device__ __forceinline__ void copy16(void* smem_dst, const void* gsrc, bool valid) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem_dst));
+  const int src_bytes = valid ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gsrc), "r"(src_bytes));
+#else
+  uint4 v = make_uint4(0, 0, 0, 0);
+  if (valid) v = *reinterpret_cast<const uint4*>(gsrc);
+  *reinterpret_cast<uint4*>(smem_dst) = v;
+#endif
+}
+__device__ __forceinline__ void copy_commit() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+template <int N>
+__device__ __forceinline__ void copy_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+#endif
+}
+
+template <typename T> struct WmmaType;
+template <> struct WmmaType<c10::Half> { using type = __half; };
+template <> struct WmmaType<c10::BFloat16> { using type = __nv_bfloat16; };
+
+// WMMA shape per element type: m16n16k16 for half/bfloat16, m16n16k8 TF32 for float (inputs
+// rounded to TF32 after the fragment load, fp32 accumulation).
+template <typename T>
+struct Mma {
+  using W = typename WmmaType<T>::type;  // element type of the fragment loads
+  using Prec = W;                        // fragment precision tag
+  static constexpr int kK = 16;
+};
+template <>
+struct Mma<float> {
+  using W = float;
+  using Prec = nvcuda::wmma::precision::tf32;
+  static constexpr int kK = 8;
+};
+
+struct FastParams {
+  ConvGeom g;
+  int64_t Mp;         // GEMM rows per phase: N*Hp*Wp, (Hp,Wp) = output grid of one phase
+  int64_t Hp, Wp;
+  int64_t CoutP;      // Cout rounded up to Tile<T>::kVecE (row length of wt)
+  bool out_cl;        // output memory format (input is always NHWC here)
+  bool lrelu;
+  float alpha;
+  bool norm_in_tile;  // pixel norm inside the tile (requires Cout <= kBN, gridDim.y == 1)
+};
+
+// T = half | bfloat16 | float (TF32). x: NHWC [N,H,W,Cin], Cin % kVecE == 0, 16-byte aligned.
+// wt: [P][kt*kt][Cin][CoutP] (scale folded), CoutP % kVecE == 0, 16-byte aligned. bias: float
+// [Cout] or null. Output y (or fp32 `pre` when the norm needs a second pass, laid out like y).
+// grid = (ceil(Mp/BM), ceil(Cout/BN), P).
+template <typename T, ConvMode M>
+__global__ void __launch_bounds__(kThreads)
+conv_igemm_kernel(const T* __restrict__ x, const T* __restrict__ wt, const float* __restrict__ bias,
+                  T* __restrict__ y, float* __restrict__ pre, FastParams p) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+  __trap();  // never launched: the host dispatches here only on sm_80+ (bf16 WMMA, cp.async)
+#else
+  using W = typename Mma<T>::W;
+  using Prec = typename Mma<T>::Prec;
+  constexpr int kK = Mma<T>::kK;
+  using TL = Tile<T>;
+  constexpr int kBK = TL::kBK, kVecE = TL::kVecE, kLdA = TL::kLdA, kLdB = TL::kLdB;
+  constexpr int kStageA = TL::kStageA, kStageB = TL::kStageB;
+  using namespace nvcuda;
+  __shared__ __align__(128) unsigned char smem[TL::kSmemBytes];
+  T* sA = reinterpret_cast<T*>(smem);                 // [2][BM][kLdA]
+  T* sB = reinterpret_cast<T*>(smem) + 2 * kStageA;   // [2][BK][kLdB]
+  float* sC = reinterpret_cast<float*>(smem);         // [BM][kLdC], after the main loop
+
+  const ConvGeom& g = p.g;
+  const int tid = threadIdx.x, warp = tid / 32;
+  const int phase = blockIdx.z;                      // UP: (py,px) = (phase>>1, phase&1)
+  const int py = phase >> 1, px = phase & 1;
+  const int64_t m0 = int64_t(blockIdx.x) * kBM;      // first GEMM row of the tile
+  const int64_t n0 = int64_t(blockIdx.y) * kBN;      // first output channel
+
+  // ---- per-thread A rows: thread loads 16-byte chunk (tid%4) of rows tid/4 and tid/4 + 64.
+  // For each row we keep the image base and the input coords of tap (0,0); rows >= Mp are
+  // marked invalid (zero-filled).
+  const int a_chunk = tid % 4;
+  const T* a_img[2];
+  int64_t a_iy0[2], a_ix0[2];
+  bool a_ok[2];
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int64_t m = m0 + tid / 4 + 64 * i;
+    a_ok[i] = m < p.Mp;
+    const int64_t mm = a_ok[i] ? m : 0;
+    const int64_t qx = mm % p.Wp, qy = (mm / p.Wp) % p.Hp, n = mm / (p.Wp * p.Hp);
+    a_img[i] = x + n * g.H * g.W * g.Cin;
+    if constexpr (M == ConvMode::Up) {  // output (2qy+py, 2qx+px); tap 0 at q + parity - 1
+      a_iy0[i] = qy + py - 1;
+      a_ix0[i] = qx + px - 1;
+    } else {
+      a_iy0[i] = tap0<M>(qy, g.pad);
+      a_ix0[i] = tap0<M>(qx, g.pad);
+    }
+  }
+  // ---- B: thread loads chunk (tid % kBChunks) of K-row tid / kBChunks (kBK rows x kBChunks
+  // chunks = 256 copies).
+  const int b_row = tid / TL::kBChunks, b_chunk = tid % TL::kBChunks;
+  const int64_t b_col = n0 + kVecE * b_chunk;        // first of kVecE output channels
+  const bool b_col_ok = b_col < p.CoutP;             // CoutP % kVecE == 0: chunk all in or all out
+  const int kk = g.kt * g.kt;
+  const int64_t cin_steps = (g.Cin + kBK - 1) / kBK;
+  const int64_t ksteps = int64_t(kk) * cin_steps;
+  const T* wphase = wt + int64_t(phase) * kk * g.Cin * p.CoutP;
+
+  auto load_stage = [&](int64_t ks, int stage) {
+    const int tap = int(ks / cin_steps);
+    const int64_t c0 = (ks % cin_steps) * kBK;
+    const int ty = tap / g.kt, tx = tap % g.kt;
+    T* dA = sA + stage * kStageA;
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const int64_t iy = a_iy0[i] + ty, ix = a_ix0[i] + tx, c = c0 + kVecE * a_chunk;
+      // Cin % kVecE == 0, so a chunk starting below Cin lies entirely below Cin.
+      const bool ok = a_ok[i] && iy >= 0 && iy < g.H && ix >= 0 && ix < g.W && c < g.Cin;
+      const T* src = ok ? a_img[i] + (iy * g.W + ix) * g.Cin + c : x;
+      copy16(dA + (tid / 4 + 64 * i) * kLdA + kVecE * a_chunk, src, ok);  // 16 B aligned: row pitch 80 B
+    }
+    const int64_t ci = c0 + b_row;
+    const bool okb = b_col_ok && ci < g.Cin;
+    const T* srcb = okb ? wphase + (int64_t(tap) * g.Cin + ci) * p.CoutP + b_col : wt;
+    copy16(sB + stage * kStageB + b_row * kLdB + kVecE * b_chunk, srcb, okb);  // pitch 144|272 B = 16 B multiple
+  };
+
+  wmma::fragment<wmma::accumulator, 16, 16, kK, float> acc[2][2];
+#pragma unroll
+  for (int i = 0; i < 2; ++i)
+#pragma unroll
+    for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
+  const int wm = (warp / 2) * 32, wn = (warp % 2) * 32;
+
+  load_stage(0, 0);
+  copy_commit();
+  for (int64_t ks = 0; ks < ksteps; ++ks) {
+    const int stage = int(ks & 1);
+    if (ks + 1 < ksteps) {
+      // Safe to overwrite stage^1: the trailing barrier of iteration ks-1 ensured every warp
+      // finished reading it.
+      load_stage(ks + 1, stage ^ 1);
+      copy_commit();
+      copy_wait<1>();  // this thread's copies for stage `stage` have landed
+    } else {
+      copy_wait<0>();
+    }
+    __syncthreads();  // ... and everyone else's too
+    const T* tA = sA + stage * kStageA;
+    const T* tB = sB + stage * kStageB;
+#pragma unroll
+    for (int kq = 0; kq < kBK; kq += kK) {
+      wmma::fragment<wmma::matrix_a, 16, 16, kK, Prec, wmma::row_major> fa[2];
+      wmma::fragment<wmma::matrix_b, 16, 16, kK, Prec, wmma::row_major> fb[2];
+#pragma unroll
+      // A offsets: 16 rows * 80 B = 1280 B, kq * sizeof(T) = 0|32 B: 32 B aligned.
+      for (int i = 0; i < 2; ++i)
+        wmma::load_matrix_sync(fa[i], reinterpret_cast<const W*>(tA + (wm + 16 * i) * kLdA + kq), kLdA);
+#pragma unroll
+      // B offsets: kq rows * (144|272) B (Tile asserts), (wn+16j) * sizeof(T): 32 B multiples.
+      for (int j = 0; j < 2; ++j)
+        wmma::load_matrix_sync(fb[j], reinterpret_cast<const W*>(tB + kq * kLdB + wn + 16 * j), kLdB);
+      if constexpr (std::is_same_v<T, float>) {  // round the fp32 operands to TF32
+#pragma unroll
+        for (int i = 0; i < 2; ++i)
+#pragma unroll
+          for (int t = 0; t < fa[i].num_elements; ++t) fa[i].x[t] = wmma::__float_to_tf32(fa[i].x[t]);
+#pragma unroll
+        for (int j = 0; j < 2; ++j)
+#pragma unroll
+          for (int t = 0; t < fb[j].num_elements; ++t) fb[j].x[t] = wmma::__float_to_tf32(fb[j].x[t]);
+      }
+#pragma unroll
+      for (int i = 0; i < 2; ++i)
+#pragma unroll
+        for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
+    }
+    __syncthreads();  // all warps done with `stage` before it is refilled (iteration ks+1) or reused as sC
+  }
+
+  // ---- epilogue: accumulators -> sC (the A/B buffers are free: last barrier above) ----------
+#pragma unroll
+  for (int i = 0; i < 2; ++i)
+#pragma unroll
+    for (int j = 0; j < 2; ++j)  // (wm+16i)*272 B and (wn+16j)*4 B are multiples of 32 B
+      wmma::store_matrix_sync(sC + (wm + 16 * i) * kLdC + wn + 16 * j, acc[i][j], kLdC, wmma::mem_row_major);
+  __syncthreads();
+
+  // bias + activation in place; columns >= Cout are left untouched (never stored).
+  const int64_t ncols = g.Cout - n0 < kBN ? g.Cout - n0 : kBN;
+  for (int e = tid; e < kBM * kBN; e += kThreads) {
+    const int r = e / kBN, c = e % kBN;
+    if (c < ncols) {
+      float v = sC[r * kLdC + c];
+      if (bias != nullptr) v += bias[n0 + c];
+      sC[r * kLdC + c] = (p.lrelu && v < 0.f) ? v * p.alpha : v;
+    }
+  }
+  __syncthreads();
+  if (p.norm_in_tile) {
+    // Cout <= BN and n0 == 0: this row holds all channels of its pixel. One thread per row sums
+    // in channel order (deterministic), then scales the row. kBM <= kThreads.
+    static_assert(kBM <= kThreads, "one thread per row");
+    if (tid < kBM) {
+      float ss = 0.f;
+      for (int c = 0; c < ncols; ++c) ss += sC[tid * kLdC + c] * sC[tid * kLdC + c];
+      const float r = rsqrtf(ss / float(g.Cout) + 1e-8f);
+      for (int c = 0; c < ncols; ++c) sC[tid * kLdC + c] *= r;
+    }
+    __syncthreads();
+  }
+
+  // ---- store. Output pixel of GEMM row m: SAME/DOWN (qy,qx); UP (2qy+py, 2qx+px).
+  auto out_offset = [&](int64_t m, int64_t co) -> int64_t {
+    const int64_t qx = m % p.Wp, qy = (m / p.Wp) % p.Hp, n = m / (p.Wp * p.Hp);
+    const int64_t oy = M == ConvMode::Up ? 2 * qy + py : qy, ox = M == ConvMode::Up ? 2 * qx + px : qx;
+    return p.out_cl ? ((n * g.Ho + oy) * g.Wo + ox) * g.Cout + co
+                    : ((n * g.Cout + co) * g.Ho + oy) * g.Wo + ox;
+  };
+  // channels_last: consecutive threads take consecutive channels of a row (coalesced);
+  // NCHW: consecutive threads take consecutive rows (pixels) of a channel.
+  for (int e = tid; e < kBM * kBN; e += kThreads) {
+    const int r = p.out_cl ? e / kBN : e % kBM;
+    const int c = p.out_cl ? e % kBN : e / kBM;
+    const int64_t m = m0 + r;
+    if (m < p.Mp && c < ncols) {
+      const int64_t o = out_offset(m, n0 + c);
+      const float v = sC[r * kLdC + c];
+      if (pre != nullptr) pre[o] = v;
+      else y[o] = static_cast<T>(v);
+    }
+  }
+#endif
+}
+
+// ---- weight gradient as a GEMM (fp16 / bf16, sm_80+) ---------------------------------------
+// G_eff[P][tap][ci][co] = sum over the GEMM rows (pixels) m of phase P of
+//   A[m][(tap, ci)] * gout[pixel(m)][co]
+// i.e. the gradient w.r.t. the EFFECTIVE kernel (times nothing: the host applies scale and maps it
+// back to the k x k kernel by the transposed fold). GEMM: rows = Cin (one tap per block), cols =
+// Cout, reduction = pixels, split into fixed chunks (grid.z = P * chunks) whose fp32 partial
+// tiles go to a workspace [chunks][P][taps][Cin][Cout]; grad_weight_finish_kernel<float> sums the
+// chunks in order (deterministic).
+// Preconditions (host): x and gout NHWC contiguous and 16-byte aligned, Cin % 8 == 0,
+// Cout % 8 == 0 (16-byte chunks along channels are then all in or all out of range).
+// Block: 256 threads = 8 warps; tile 64 ci x 64 co; K step 32 pixels; warp w owns rows
+// 16*(w%4)..+16 and cols 32*(w/4)..+32 (2 fragments). smem per stage: A [32 px][64+8 ci] and
+// B [32 px][64+8 co] halves = 2 x 4608 B; 2 stages = 18432 B; the fp32 epilogue tile 64 x 68 x 4 =
+// 17408 B reuses it.
+constexpr int kGwTile = 64, kGwBK = 32;
+constexpr int kGwLd = kGwTile + 8;       // halves per smem row (144 B: rows 16 B apart mod 128 B)
+constexpr int kGwStage = kGwBK * kGwLd;  // halves per operand per stage (4608 B, 32 B multiple)
+constexpr int kGwLdC = kGwTile + 4;      // floats per epilogue row
+constexpr int kGwSmemAB = 2 * 2 * kGwStage * 2;
+constexpr int kGwSmemC = kGwTile * kGwLdC * 4;
+constexpr int kGwSmemBytes = kGwSmemAB > kGwSmemC ? kGwSmemAB : kGwSmemC;
+static_assert((kGwStage * 2) % 32 == 0, "WMMA needs 32-byte aligned tiles");
+
+struct GradWeightParams {
+  ConvGeom g;
+  int64_t Mp, Hp, Wp;  // GEMM rows per phase and the phase's output grid (as FastParams)
+  int64_t chunk_len;   // pixels per chunk (multiple of kGwBK)
+  int chunks;          // chunks per phase
+  int cin_tiles;       // ceil(Cin / 64)
+};
+
+template <typename T, ConvMode M>
+__global__ void __launch_bounds__(kThreads)
+grad_weight_igemm_kernel(const T* __restrict__ x, const T* __restrict__ gout, float* __restrict__ partial,
+                         GradWeightParams p) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+  __trap();  // never launched: the host dispatches here only on sm_80+
+#else
+  using W = typename WmmaType<T>::type;
+  using namespace nvcuda;
+  __shared__ __align__(128) unsigned char smem[kGwSmemBytes];
+  T* sA = reinterpret_cast<T*>(smem);                 // [2][32 px][kGwLd]  (ci contiguous)
+  T* sB = reinterpret_cast<T*>(smem) + 2 * kGwStage;  // [2][32 px][kGwLd]  (co contiguous)
+  float* sC = reinterpret_cast<float*>(smem);         // [64 ci][kGwLdC], after the main loop
+
+  const ConvGeom& g = p.g;
+  const int tid = threadIdx.x, warp = tid / 32;
+  const int tap = blockIdx.x / p.cin_tiles;
+  const int64_t ci0 = int64_t(blockIdx.x % p.cin_tiles) * kGwTile;
+  const int64_t co0 = int64_t(blockIdx.y) * kGwTile;
+  const int phase = blockIdx.z / p.chunks, chunk = blockIdx.z % p.chunks;
+  const int py = phase >> 1, px = phase & 1;
+  const int ty = tap / g.kt, tx = tap % g.kt;
+  const int64_t pb = int64_t(chunk) * p.chunk_len;
+  const int64_t pe = pb + p.chunk_len < p.Mp ? pb + p.chunk_len : p.Mp;  // pb < Mp: host sizes chunks
+  const int64_t ksteps = (pe - pb + kGwBK - 1) / kGwBK;
+  const int row = tid / 8, ch = tid % 8;  // 32 rows x 8 chunks of 16 B per operand
+
+  auto load_stage = [&](int64_t ks, int stage) {
+    const int64_t m = pb + ks * kGwBK + row;
+    const bool ok = m < pe;
+    const int64_t mm = ok ? m : pb;
+    const int64_t qx = mm % p.Wp, qy = (mm / p.Wp) % p.Hp, n = mm / (p.Wp * p.Hp);
+    int64_t iy, ix, oy, ox;
+    if constexpr (M == ConvMode::Up) {
+      iy = qy + py - 1 + ty; ix = qx + px - 1 + tx;
+      oy = 2 * qy + py; ox = 2 * qx + px;
+    } else {
+      iy = tap0<M>(qy, g.pad) + ty; ix = tap0<M>(qx, g.pad) + tx;
+      oy = qy; ox = qx;
+    }
+    const int64_t c = ci0 + 8 * ch;
+    const bool oka = ok && iy >= 0 && iy < g.H && ix >= 0 && ix < g.W && c < g.Cin;
+    const T* srca = oka ? x + ((n * g.H + iy) * g.W + ix) * g.Cin + c : x;
+    copy16(sA + stage * kGwStage + row * kGwLd + 8 * ch, srca, oka);  // 144 B rows, 16 B chunks: aligned
+    const int64_t co = co0 + 8 * ch;
+    const bool okb = ok && co < g.Cout;
+    const T* srcb = okb ? gout + ((n * g.Ho + oy) * g.Wo + ox) * g.Cout + co : gout;
+    copy16(sB + stage * kGwStage + row * kGwLd + 8 * ch, srcb, okb);
+  };
+
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2];
+  wmma::fill_fragment(acc[0], 0.0f);
+  wmma::fill_fragment(acc[1], 0.0f);
+  const int wi = 16 * (warp % 4), wj = 32 * (warp / 4);
+
+  load_stage(0, 0);
+  copy_commit();
+  for (int64_t ks = 0; ks < ksteps; ++ks) {
+    const int stage = int(ks & 1);
+    if (ks + 1 < ksteps) {
+      load_stage(ks + 1, stage ^ 1);  // stage^1 was released by the trailing barrier of ks-1
+      copy_commit();
+      copy_wait<1>();
+    } else {
+      copy_wait<0>();
+    }
+    __syncthreads();  // every thread's copies of `stage` visible
+    const T* tA = sA + stage * kGwStage;
+    const T* tB = sB + stage * kGwStage;
+#pragma unroll
+    for (int kq = 0; kq < kGwBK; kq += 16) {
+      // A^T: element (ci i, pixel k) at tA[k*kGwLd + i] = col_major with ldm kGwLd.
+      // Offsets kq*144 B (0|2304) and wi*2 B (0..96 by 32) keep 32 B alignment.
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, W, wmma::col_major> fa;
+      wmma::load_matrix_sync(fa, reinterpret_cast<const W*>(tA + kq * kGwLd + wi), kGwLd);
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, W, wmma::row_major> fb;
+        wmma::load_matrix_sync(fb, reinterpret_cast<const W*>(tB + kq * kGwLd + wj + 16 * j), kGwLd);
+        wmma::mma_sync(acc[j], fa, fb, acc[j]);
+      }
+    }
+    __syncthreads();  // `stage` fully read before refill / reuse as sC
+  }
+#pragma unroll
+  for (int j = 0; j < 2; ++j)  // wi*272 B and (wj+16j)*4 B: multiples of 32 B
+    wmma::store_matrix_sync(sC + wi * kGwLdC + wj + 16 * j, acc[j], kGwLdC, wmma::mem_row_major);
+  __syncthreads();
+  const int taps = g.kt * g.kt;
+  float* out = partial + ((int64_t(chunk) * g.phases + phase) * taps + tap) * g.Cin * g.Cout;
+  for (int e = tid; e < kGwTile * kGwTile; e += kThreads) {  // consecutive threads: consecutive co
+    const int r = e / kGwTile, c = e % kGwTile;
+    if (ci0 + r < g.Cin && co0 + c < g.Cout) out[(ci0 + r) * g.Cout + co0 + c] = sC[r * kGwLdC + c];
+  }
+#endif
+}
+
+}  // namespace igemm
+
+}  // namespace cuda
+}  // namespace progan_ext

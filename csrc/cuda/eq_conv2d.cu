@@ -1,0 +1,30 @@
+// eq_conv2d on CUDA: conv2d(x, weight * gain/sqrt(Cin*k*k), padding=k/2), then bias + act (+ pixel
+// norm), the output written once. Kernels: conv_igemm.cuh (design note); host: conv_common.cuh.
+
+#include "conv_common.cuh"
+
+namespace progan_ext {
+namespace cuda {
+
+at::Tensor conv_forward_same(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, double scale,
+                             bool lrelu, double alpha, bool pixel_norm) {
+  return conv_forward_impl<ConvMode::Same>(x, w, bias, scale, lrelu, alpha, pixel_norm);
+}
+
+namespace {
+
+at::Tensor eq_conv2d_cuda(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
+                          double gain, c10::string_view act, double alpha, bool pixel_norm) {
+  check_conv_x_weight(x, weight, ConvMode::Same, "eq_conv2d");
+  check_conv_epilogue(x, weight, bias, gain, alpha, "eq_conv2d");
+  const bool lrelu = parse_act(act) == Act::LRelu;
+  return conv_forward_same(x, weight, bias.has_value() ? *bias : at::Tensor(), eq_scale(weight, gain), lrelu,
+                           alpha, pixel_norm);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(progan_ext, CUDA, m) { m.impl("eq_conv2d", &eq_conv2d_cuda); }
+
+}  // namespace cuda
+}  // namespace progan_ext

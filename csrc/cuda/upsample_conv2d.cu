@@ -1,0 +1,32 @@
+// upsample_conv2d on CUDA: nearest 2x upsample then 3x3 equalized conv then bias + act (+ pixel
+// norm), as one kernel over the 4 output phases (2x2 summed taps each); the upsampled tensor is
+// never stored. Kernels: conv_igemm.cuh (design note); host: conv_common.cuh.
+
+#include "conv_common.cuh"
+
+namespace progan_ext {
+namespace cuda {
+
+at::Tensor conv_forward_up(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, double scale,
+                           bool lrelu, double alpha, bool pixel_norm) {
+  return conv_forward_impl<ConvMode::Up>(x, w, bias, scale, lrelu, alpha, pixel_norm);
+}
+
+namespace {
+
+at::Tensor upsample_conv2d_cuda(const at::Tensor& x, const at::Tensor& weight,
+                                const c10::optional<at::Tensor>& bias, double gain, c10::string_view act,
+                                double alpha, bool pixel_norm) {
+  check_conv_x_weight(x, weight, ConvMode::Up, "upsample_conv2d");
+  check_conv_epilogue(x, weight, bias, gain, alpha, "upsample_conv2d");
+  const bool lrelu = parse_act(act) == Act::LRelu;
+  return conv_forward_up(x, weight, bias.has_value() ? *bias : at::Tensor(), eq_scale(weight, gain), lrelu, alpha,
+                         pixel_norm);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(progan_ext, CUDA, m) { m.impl("upsample_conv2d", &upsample_conv2d_cuda); }
+
+}  // namespace cuda
+}  // namespace progan_ext
