@@ -65,6 +65,23 @@ def _compiled(op: str, x: torch.Tensor) -> bool:
     return False
 
 
+def _autocast_conv_args(x, weight, bias):
+    """Under torch.autocast the conv ops run in the autocast dtype, as torch's conv2d does: cast
+    x, weight and bias up front so that mixed inputs (e.g. a 16-bit activation and float32
+    weights) pass the same-dtype checks. The compiled ops also carry the same rule as autocast
+    kernels (csrc/autocast.cpp) for direct torch.ops calls."""
+    if not isinstance(x, torch.Tensor) or x.device.type not in _DISPATCH_KEY:
+        return x, weight, bias
+    if not torch.is_autocast_enabled(x.device.type):
+        return x, weight, bias
+    dtype = torch.get_autocast_dtype(x.device.type)
+
+    def cast(t):
+        return t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t
+
+    return cast(x), cast(weight), cast(bias)
+
+
 def backend_info() -> dict:
     """Which implementation each op uses, per device type.
 
@@ -166,6 +183,7 @@ def eq_conv2d(
     Returns:
         [N, Cout, H, W] in x's dtype and memory format.
     """
+    x, weight, bias = _autocast_conv_args(x, weight, bias)
     ref.check_conv(x, weight, bias, gain, act, alpha)
     if _compiled("eq_conv2d", x):
         return torch.ops.progan_ext.eq_conv2d(x, weight, bias, float(gain), act, float(alpha), bool(pixel_norm))
@@ -190,6 +208,7 @@ def upsample_conv2d(
     Returns:
         [N, Cout, 2H, 2W] in x's dtype and memory format.
     """
+    x, weight, bias = _autocast_conv_args(x, weight, bias)
     ref.check_conv(x, weight, bias, gain, act, alpha, kernel_sizes=(3,), op="upsample_conv2d")
     if _compiled("upsample_conv2d", x):
         return torch.ops.progan_ext.upsample_conv2d(
@@ -214,6 +233,7 @@ def conv2d_downsample(
     Returns:
         [N, Cout, H/2, W/2] in x's dtype and memory format.
     """
+    x, weight, bias = _autocast_conv_args(x, weight, bias)
     ref.check_conv(x, weight, bias, gain, act, alpha, kernel_sizes=(3,), op="conv2d_downsample")
     if x.shape[2] % 2 or x.shape[3] % 2:
         return ref.conv2d_downsample(x, weight, bias, gain=gain, act=act, alpha=alpha)  # raises
