@@ -173,11 +173,12 @@ GRAD_CASES = [
 def test_gradcheck(device, case):
     _cuda_ok(device)
     op, k, kw = case
-    x, w, b = _inputs(op, 2, 3, 2, 4, 4, k, torch.float64, device)
+    x, w, b = _inputs(op, 1, 2, 3, 4, 4, k, torch.float64, device)
     args = [t.requires_grad_() for t in (x, w, b)]
     fn = lambda x, w, b: _call(op, x, w, b, gain=1.3, alpha=0.2, **kw)  # noqa: E731
     assert torch.autograd.gradcheck(fn, args)
-    assert torch.autograd.gradgradcheck(fn, args)
+    # fast mode (random projections of the Jacobian) keeps the second-order check quick
+    assert torch.autograd.gradgradcheck(fn, args, fast_mode=True)
 
 
 @device_param
@@ -194,7 +195,7 @@ def test_gradcheck_building_blocks(device, mode, k):
     for fn, args in ((R, (x, w)), (GW, (x, g))):
         args = [a.clone().requires_grad_() for a in args]
         assert torch.autograd.gradcheck(fn, args)
-        assert torch.autograd.gradgradcheck(fn, args)
+        assert torch.autograd.gradgradcheck(fn, args, fast_mode=True)
 
 
 @needs_ext

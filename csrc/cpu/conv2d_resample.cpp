@@ -8,7 +8,9 @@
 //   p = 1:  x[i]*(w0+w1) + x[i+1]*w2        (2-tap kernel (w0+w1, w2) starting at x[i])
 // so each of the four output parities (py, px) is a 2x2 conv of x. A 2x2 conv of x with padding
 // 1 gives (H+1)x(W+1) outputs, where output j starts at x[j-1]: parity p is rows p..p+H-1. The
-// four 2x2 kernels are stacked along Cout and run as one conv; the phases are then interleaved.
+// four 2x2 kernels are stacked along Cout and run as four GEMMs, one per tap (conv_up_phases);
+// the epilogue (conv_epilogue.h) then gathers each output pixel from its phase, so interleaving
+// costs no extra pass.
 //
 // "down" (3x3 conv, padding 1, then 2x2 average pool): output i averages conv rows 2i and 2i+1,
 // which read x[2i-1..2i+2]: one 4x4 stride-2 conv (padding 1) with the kernel
@@ -62,8 +64,17 @@ at::Tensor conv2d_resample_cpu(const at::Tensor& x_in, const at::Tensor& w_in, d
   check_finite(scale, "scale", "conv2d_resample");
   const auto fmt = layout_of(x_in);
   const auto ct = conv_compute_dtype(x_in.scalar_type());
-  const at::Tensor z = conv_resample_compute(x_in.to(ct).contiguous(fmt), w_in.to(ct), scale, mode);
-  return z.scalar_type() == x_in.scalar_type() ? z : z.to(x_in.scalar_type()).contiguous(fmt);
+  const at::Tensor x = x_in.to(ct).contiguous(fmt), w = w_in.to(ct);
+  if (mode != Resample::Up) {
+    const at::Tensor z = conv_resample_compute(x, w, scale, mode);
+    return conv_epilogue(z, c10::nullopt, Act::Linear, 0.0, false, fmt, x_in.scalar_type());
+  }
+  // Interleave the phases (and cast) in one pass: the identity epilogue through UpPhaseSource.
+  const at::Tensor phases = conv_up_phases(x, w, scale);
+  const int64_t cout = w.size(0);
+  return conv_epilogue(phases, UpPhaseSource{cout, x.size(2), x.size(3)},
+                       {x.size(0), cout, 2 * x.size(2), 2 * x.size(3)}, c10::nullopt, Act::Linear, 0.0, false, fmt,
+                       x_in.scalar_type(), false);
 }
 
 at::Tensor conv2d_resample_grad_weight_cpu(const at::Tensor& x_in, const at::Tensor& g_in, double scale,
@@ -105,18 +116,31 @@ at::Tensor conv2d_resample_grad_weight_cpu(const at::Tensor& x_in, const at::Ten
 }  // namespace
 
 at::Tensor conv_resample_compute(const at::Tensor& x, const at::Tensor& weight, double scale, Resample mode) {
+  TORCH_INTERNAL_ASSERT(mode != Resample::Up);
   const auto fmt = layout_of(x);
-  const int64_t k = weight.size(2);
-  if (mode == Resample::Same) return at::conv2d(x, weight.mul(scale), {}, 1, k / 2).contiguous(fmt);
-  if (mode == Resample::Down) return at::conv2d(x, down_weight(weight.mul(scale)), {}, 2, 1).contiguous(fmt);
-  const int64_t n = x.size(0), cout = weight.size(0), h = x.size(2), w = x.size(3);
-  const at::Tensor phases = at::conv2d(x, up_phase_weights(weight.mul(scale)), {}, 1, 1);  // [N, 4*Cout, H+1, W+1]
-  at::Tensor z = at::empty({n, cout, 2 * h, 2 * w}, x.options().memory_format(fmt));
-  const at::Tensor zv = z.view({n, cout, h, 2, w, 2});
-  for (int py = 0; py < 2; ++py)
-    for (int px = 0; px < 2; ++px)
-      zv.select(5, px).select(3, py).copy_(phases.narrow(1, (2 * py + px) * cout, cout).narrow(2, py, h).narrow(3, px, w));
-  return z;
+  if (mode == Resample::Same) return at::conv2d(x, weight.mul(scale), {}, 1, weight.size(2) / 2).contiguous(fmt);
+  return at::conv2d(x, down_weight(weight.mul(scale)), {}, 2, 1).contiguous(fmt);
+}
+
+at::Tensor conv_up_phases(const at::Tensor& x, const at::Tensor& weight, double scale) {
+  const int64_t n = x.size(0), cin = x.size(1), h = x.size(2), w = x.size(3), cout = weight.size(0);
+  // Zero-padded input, channels innermost: [N*(H+2)*(W+2), Cin].
+  const at::Tensor xp = at::constant_pad_nd(x.permute({0, 2, 3, 1}), {0, 0, 1, 1, 1, 1}, 0)
+                            .contiguous()
+                            .view({n * (h + 2) * (w + 2), cin});
+  const at::Tensor k = up_phase_weights(weight.mul(scale));  // [4*Cout, Cin, 2, 2]
+  const int64_t rows = xp.size(0) - (w + 3);                 // windows that stay inside the buffer
+  at::Tensor out = at::empty({xp.size(0), 4 * cout}, x.options());
+  at::Tensor o = out.narrow(0, 0, rows);
+  for (int dy = 0; dy < 2; ++dy)
+    for (int dx = 0; dx < 2; ++dx) {
+      // Tap (dy, dx) of every window starting at row r reads input row r + dy*(W+2) + dx.
+      const at::Tensor a = xp.narrow(0, dy * (w + 2) + dx, rows);
+      const at::Tensor b = k.select(3, dx).select(2, dy).t();  // [Cin, 4*Cout]
+      if (dy == 0 && dx == 0) at::mm_out(o, a, b);
+      else o.addmm_(a, b);
+    }
+  return out;
 }
 
 TORCH_LIBRARY_IMPL(progan_ext, CPU, m) {

@@ -15,8 +15,12 @@ at::Tensor upsample_conv2d_cpu(const at::Tensor& x, const at::Tensor& weight, co
   const auto fmt = layout_of(x);
   const auto ct = conv_compute_dtype(x.scalar_type());
   const double scale = gain / std::sqrt(static_cast<double>(weight.size(1) * weight.size(2) * weight.size(3)));
-  at::Tensor z = conv_resample_compute(x.to(ct).contiguous(fmt), weight.to(ct), scale, Resample::Up);
-  return conv_epilogue(z, bias, parse_act(act), alpha, pixel_norm, fmt, x.scalar_type());
+  const at::Tensor phases = conv_up_phases(x.to(ct).contiguous(fmt), weight.to(ct), scale);
+  const int64_t cout = weight.size(0);
+  // The epilogue gathers each output pixel from its phase: the output is written once.
+  return conv_epilogue(phases, UpPhaseSource{cout, x.size(2), x.size(3)},
+                       {x.size(0), cout, 2 * x.size(2), 2 * x.size(3)}, bias, parse_act(act), alpha, pixel_norm, fmt,
+                       x.scalar_type(), false);
 }
 
 }  // namespace
