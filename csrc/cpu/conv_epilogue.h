@@ -14,6 +14,7 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -74,30 +75,47 @@ void conv_epilogue_kernel(const acc_t* z, const Source& src, out_t* y, const Nch
   const int64_t bcs = out.channels_inner ? 1 : B, bps = out.channels_inner ? C : 1;
   const bool z_pixel_major = zcs == 1;
   const int64_t grain = std::max<int64_t>(1, 16384 / (B * std::max<int64_t>(C, 1)));
+  std::vector<acc_t> bias_or_zero(C, acc_t(0));
+  if (bias) std::copy(bias, bias + C, bias_or_zero.begin());
+  const acc_t* __restrict bv = bias_or_zero.data();
   at::parallel_for(0, n * blocks_per_image, grain, [&](int64_t b0, int64_t b1) {
-    std::vector<acc_t> buf(B * C);
+    std::vector<acc_t> storage(B * C);
+    acc_t* __restrict buf = storage.data();
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t img = b / blocks_per_image, s0 = (b % blocks_per_image) * B;
       const int64_t len = std::min(B, S - s0);
       int64_t zoff[B];
       for (int64_t i = 0; i < len; ++i) zoff[i] = src.offset(img, s0 + i);
-      acc_t ss[B] = {};
-      auto visit = [&](int64_t i, int64_t ch) {
-        acc_t v = z[zoff[i] + ch * zcs] + (bias ? bias[ch] : acc_t(0));
-        if (lrelu && v < acc_t(0)) v *= alpha;
-        ss[i] += v * v;
-        buf[ch * bcs + i * bps] = v;
-      };
+      acc_t ss[B];
       if (z_pixel_major) {
-        for (int64_t i = 0; i < len; ++i)
-          for (int64_t ch = 0; ch < C; ++ch) visit(i, ch);
+        for (int64_t i = 0; i < len; ++i) {
+          const acc_t* __restrict zi = z + zoff[i];
+          acc_t* __restrict bi = buf + i * bps;
+          acc_t sum = 0;
+          for (int64_t ch = 0; ch < C; ++ch) {
+            acc_t v = zi[ch] + bv[ch];
+            v = (lrelu && v < acc_t(0)) ? v * alpha : v;
+            sum += v * v;
+            bi[ch * bcs] = v;
+          }
+          ss[i] = sum;
+        }
       } else {
-        for (int64_t ch = 0; ch < C; ++ch)
-          for (int64_t i = 0; i < len; ++i) visit(i, ch);
+        for (int64_t i = 0; i < len; ++i) ss[i] = 0;
+        for (int64_t ch = 0; ch < C; ++ch) {
+          const acc_t* __restrict zc = z + ch * zcs;
+          acc_t* __restrict bc = buf + ch * bcs;
+          for (int64_t i = 0; i < len; ++i) {
+            acc_t v = zc[zoff[i]] + bv[ch];
+            v = (lrelu && v < acc_t(0)) ? v * alpha : v;
+            ss[i] += v * v;
+            bc[i * bps] = v;
+          }
+        }
       }
       for (int64_t i = 0; i < len; ++i)
         ss[i] = args.pixel_norm ? acc_t(1) / std::sqrt(ss[i] * inv_c + acc_t(1e-8)) : acc_t(1);
-      out_t* base = y + img * out.image_stride() + s0 * ops;
+      out_t* __restrict base = y + img * out.image_stride() + s0 * ops;
       if (out.channels_inner) {
         for (int64_t i = 0; i < len; ++i)
           for (int64_t ch = 0; ch < C; ++ch) base[i * ops + ch] = static_cast<out_t>(buf[i * bps + ch] * ss[i]);
