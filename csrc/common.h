@@ -95,4 +95,87 @@ inline void check_same_shape(const at::Tensor& a, const at::Tensor& b, const cha
                     b.sizes());
 }
 
+
+// ---- equalized-LR convolutions ---------------------------------------------------------------
+
+// The resampling of the conv building blocks (schema comments in progan_ext.cpp).
+enum class Resample : int { Same = 0, Up = 1, Down = 2 };
+
+inline Resample parse_resample(c10::string_view mode) {
+  if (mode == "same") return Resample::Same;
+  if (mode == "up") return Resample::Up;
+  if (mode == "down") return Resample::Down;
+  TORCH_CHECK_VALUE(false, "mode must be 'same', 'up' or 'down', got '", std::string(mode), "'");
+}
+
+// x [N, Cin, H, W] and weight [Cout, Cin, k, k] (k odd; k == 3 when resampling); for "down" H and
+// W must be even. The messages mirror progan_ext.reference.check_conv.
+inline void check_conv_input(const at::Tensor& x, const at::Tensor& weight, Resample mode, const char* op) {
+  check_float_tensor(x, "x");
+  check_float_tensor(weight, "weight");
+  TORCH_CHECK_VALUE(x.dim() == 4, "x must have rank 4, got shape ", x.sizes());
+  TORCH_CHECK_VALUE(weight.dim() == 4, "weight must have rank 4, got shape ", weight.sizes());
+  check_like(x, weight, "x", "weight");
+  TORCH_CHECK_VALUE(weight.size(1) == x.size(1), op, ": x has ", x.size(1), " channels but weight expects ",
+                    weight.size(1), " (weight shape ", weight.sizes(), ")");
+  const int64_t kh = weight.size(2), kw = weight.size(3);
+  TORCH_CHECK_VALUE(kh == kw && kh % 2 == 1, op, ": the kernel must be square with an odd size, got ", kh, "x",
+                    kw);
+  TORCH_CHECK_VALUE(mode == Resample::Same || kh == 3, op, ": kernel size must be one of (3,), got ", kh);
+  TORCH_CHECK_VALUE(weight.size(0) >= 1 && weight.size(1) >= 1, op, ": weight has an empty dimension: ",
+                    weight.sizes());
+  if (mode == Resample::Down) {
+    TORCH_CHECK_VALUE(x.size(2) % 2 == 0 && x.size(3) % 2 == 0, op, ": height and width must be even, got ",
+                      x.size(2), "x", x.size(3));
+  }
+}
+
+inline void check_finite(double v, const char* what, const char* op) {
+  TORCH_CHECK_VALUE(std::isfinite(v), op, ": ", what, " must be a finite number, got ", v);
+}
+
+// The fused public ops: eq_conv2d ("same"), upsample_conv2d ("up"), conv2d_downsample ("down").
+inline void check_conv_args(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
+                            double gain, c10::string_view act, double alpha, Resample mode, const char* op) {
+  check_conv_input(x, weight, mode, op);
+  check_finite(gain, "gain", op);
+  parse_act(act);
+  check_alpha(alpha);
+  if (bias.has_value()) {
+    check_like(x, *bias, "x", "bias");
+    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == weight.size(0), "bias must have shape [",
+                      weight.size(0), "], got ", bias->sizes());
+  }
+}
+
+// Output spatial size of conv2d_resample for an input of size `in`.
+inline int64_t resampled_size(int64_t in, Resample mode) {
+  return mode == Resample::Up ? in * 2 : mode == Resample::Down ? in / 2 : in;
+}
+
+// conv2d_resample_grad_weight: x [N, Cin, H, W], grad_out [N, Cout, H', W'] with H', W' the
+// resampled size of H, W, kernel_size odd (3 when resampling).
+inline void check_conv_grad_weight_args(const at::Tensor& x, const at::Tensor& grad_out, double scale,
+                                        Resample mode, int64_t kernel_size) {
+  const char* op = "conv2d_resample_grad_weight";
+  check_float_tensor(x, "x");
+  TORCH_CHECK_VALUE(x.dim() == 4, "x must have rank 4, got shape ", x.sizes());
+  TORCH_CHECK_VALUE(grad_out.dim() == 4, "grad_out must have rank 4, got shape ", grad_out.sizes());
+  check_like(x, grad_out, "x", "grad_out");
+  TORCH_CHECK_VALUE(kernel_size >= 1 && kernel_size % 2 == 1, op, ": kernel_size must be a positive odd number, got ",
+                    kernel_size);
+  TORCH_CHECK_VALUE(mode == Resample::Same || kernel_size == 3, op, ": kernel size must be one of (3,), got ",
+                    kernel_size);
+  if (mode == Resample::Down) {
+    TORCH_CHECK_VALUE(x.size(2) % 2 == 0 && x.size(3) % 2 == 0, op, ": height and width must be even, got ",
+                      x.size(2), "x", x.size(3));
+  }
+  TORCH_CHECK_VALUE(grad_out.size(0) == x.size(0) && grad_out.size(1) >= 1 &&
+                        grad_out.size(2) == resampled_size(x.size(2), mode) &&
+                        grad_out.size(3) == resampled_size(x.size(3), mode),
+                    op, ": grad_out has shape ", grad_out.sizes(), ", which does not match x of shape ", x.sizes(),
+                    " resampled by '", mode == Resample::Up ? "up" : mode == Resample::Down ? "down" : "same", "'");
+  check_finite(scale, "scale", op);
+}
+
 }  // namespace progan_ext

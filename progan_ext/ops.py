@@ -168,7 +168,7 @@ def eq_conv2d(
     Returns:
         [N, Cout, H, W] in x's dtype and memory format.
     """
-    x, weight, bias = ref.autocast_conv_inputs(x, weight, bias)  # PyTorch's conv autocast policy
+    x, weight, bias = ref.autocast_conv_inputs(x, weight, bias)  # conv autocast policy (also csrc/autocast.cpp)
     ref.check_conv(x, weight, bias, gain, act, alpha)
     if _compiled("eq_conv2d", x):
         return torch.ops.progan_ext.eq_conv2d(x, weight, bias, float(gain), act, float(alpha), bool(pixel_norm))
@@ -193,7 +193,7 @@ def upsample_conv2d(
     Returns:
         [N, Cout, 2H, 2W] in x's dtype and memory format.
     """
-    x, weight, bias = ref.autocast_conv_inputs(x, weight, bias)  # PyTorch's conv autocast policy
+    x, weight, bias = ref.autocast_conv_inputs(x, weight, bias)  # conv autocast policy (also csrc/autocast.cpp)
     ref.check_conv(x, weight, bias, gain, act, alpha, kernel_sizes=(3,), op="upsample_conv2d")
     if _compiled("upsample_conv2d", x):
         return torch.ops.progan_ext.upsample_conv2d(
@@ -218,7 +218,7 @@ def conv2d_downsample(
     Returns:
         [N, Cout, H/2, W/2] in x's dtype and memory format.
     """
-    x, weight, bias = ref.autocast_conv_inputs(x, weight, bias)  # PyTorch's conv autocast policy
+    x, weight, bias = ref.autocast_conv_inputs(x, weight, bias)  # conv autocast policy (also csrc/autocast.cpp)
     ref.check_conv(x, weight, bias, gain, act, alpha, kernel_sizes=(3,), op="conv2d_downsample")
     if x.shape[2] % 2 or x.shape[3] % 2:
         return ref.conv2d_downsample(x, weight, bias, gain=gain, act=act, alpha=alpha)  # raises

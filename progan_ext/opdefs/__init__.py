@@ -3,4 +3,4 @@ torch.compile, autograd formulas (each backward is itself a registered, differen
 second derivatives are right) and autocast rules. Imported by ``progan_ext.ops`` once the
 compiled module has defined the schemas."""
 
-from . import bias_act, minibatch_stddev, pixel_norm  # noqa: F401
+from . import bias_act, conv, minibatch_stddev, pixel_norm  # noqa: F401

@@ -1,0 +1,176 @@
+"""Equalized-LR convolutions: fake kernels and autograd of eq_conv2d, upsample_conv2d,
+conv2d_downsample and their linear building blocks conv2d_resample / conv2d_resample_grad_weight.
+
+Notation: R(x, w, s, mode) = conv2d_resample(x, w, s, mode) (mode "same", "up" or "down"), linear
+in x and in w; GW(x, g, s, mode, k) = conv2d_resample_grad_weight, with <g, R(x, w)> = <GW(x, g), w>.
+w' = w.flip(2, 3).transpose(0, 1) is the kernel of the adjoint conv. With U the nearest 2x
+upsample and A the 2x2 average pool, U^T = 4 A and A^T = U / 4, hence
+
+    dR/dx^T g:  same -> R(g, w', s, "same"),  up -> R(g, w', 4 s, "down"),  down -> R(g, w', s/4, "up")
+    dR/dw^T g:  GW(x, g, s, mode, k)
+
+GW is bilinear too: for an incoming gradient u (shaped like w),
+    d<u, GW(x, g)>/dg = R(x, u, s, mode),   d<u, GW(x, g)>/dx = dR/dx^T g with kernel u,
+so both building blocks are differentiable to any order through compiled kernels.
+
+The fused ops y = act(R(x, w, scale, mode) + b) (scale = gain/sqrt(Cin*k*k)) then have
+    gz = bias_act_backward(g, y, alpha) (lrelu; g for linear),  gb = sum_{n,h,w} gz,
+    gx = dR/dx^T gz,  gw = GW(x, gz, scale, mode, k).
+With pixel_norm, the pre-norm activation a is recomputed in backward with the same fused op
+(pixel_norm=False, so it stays in the graph under create_graph) and gz = bias_act_backward(
+pixel_norm_backward(g, a, 1e-8), a, alpha). Only inputs and outputs are saved.
+"""
+
+import math
+
+import torch
+
+from ._common import empty_like_layout
+
+_ops = torch.ops.progan_ext
+
+_PIXEL_NORM_EPS = 1e-8
+_MIRROR = {"same": ("same", 1.0), "up": ("down", 4.0), "down": ("up", 0.25)}
+
+
+def _out_size(size: int, mode: str) -> int:
+    return size * 2 if mode == "up" else size // 2 if mode == "down" else size
+
+
+def _scale(weight, gain) -> float:
+    cout, cin, kh, kw = weight.shape
+    return gain / math.sqrt(cin * kh * kw)
+
+
+# ----------------------------------------------------------------------------------------------
+# Fake kernels (shapes and memory format only; the checks are the compiled kernels' and ops.py's).
+
+
+def _fake_conv(x, weight, mode):
+    n, _, h, w = x.shape
+    return empty_like_layout(x, (n, weight.shape[0], _out_size(h, mode), _out_size(w, mode)))
+
+
+@torch.library.register_fake("progan_ext::eq_conv2d")
+def _eq_conv2d_fake(x, weight, bias, gain, act, alpha, pixel_norm):
+    return _fake_conv(x, weight, "same")
+
+
+@torch.library.register_fake("progan_ext::upsample_conv2d")
+def _upsample_conv2d_fake(x, weight, bias, gain, act, alpha, pixel_norm):
+    return _fake_conv(x, weight, "up")
+
+
+@torch.library.register_fake("progan_ext::conv2d_downsample")
+def _conv2d_downsample_fake(x, weight, bias, gain, act, alpha):
+    torch._check(x.shape[2] % 2 == 0 and x.shape[3] % 2 == 0, lambda: "conv2d_downsample: height and width must be even")
+    return _fake_conv(x, weight, "down")
+
+
+@torch.library.register_fake("progan_ext::conv2d_resample")
+def _conv2d_resample_fake(x, weight, scale, mode):
+    torch._check(mode in _MIRROR, lambda: f"mode must be 'same', 'up' or 'down', got {mode!r}")
+    return _fake_conv(x, weight, mode)
+
+
+@torch.library.register_fake("progan_ext::conv2d_resample_grad_weight")
+def _conv2d_resample_grad_weight_fake(x, grad_out, scale, mode, kernel_size):
+    return x.new_empty((grad_out.shape[1], x.shape[1], kernel_size, kernel_size))
+
+
+# ----------------------------------------------------------------------------------------------
+# The linear building blocks.
+
+
+def _adjoint_kernel(weight):
+    return weight.flip(2, 3).transpose(0, 1)
+
+
+def _grad_input(grad, weight, scale, mode):
+    """dR(x, weight, scale, mode)/dx^T grad."""
+    mirror, factor = _MIRROR[mode]
+    return _ops.conv2d_resample(grad, _adjoint_kernel(weight), scale * factor, mirror)
+
+
+def _setup_resample(ctx, inputs, output):
+    x, weight, scale, mode = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.scale, ctx.mode = scale, mode
+
+
+def _conv2d_resample_grad(ctx, grad):
+    x, weight = ctx.saved_tensors
+    gx = _grad_input(grad, weight, ctx.scale, ctx.mode) if ctx.needs_input_grad[0] else None
+    gw = None
+    if ctx.needs_input_grad[1]:
+        gw = _ops.conv2d_resample_grad_weight(x, grad, ctx.scale, ctx.mode, weight.shape[-1])
+    return gx, gw, None, None
+
+
+def _setup_resample_grad_weight(ctx, inputs, output):
+    x, grad_out, scale, mode, kernel_size = inputs
+    ctx.save_for_backward(x, grad_out)
+    ctx.scale, ctx.mode = scale, mode
+
+
+def _conv2d_resample_grad_weight_grad(ctx, u):
+    x, grad_out = ctx.saved_tensors
+    gx = _grad_input(grad_out, u, ctx.scale, ctx.mode) if ctx.needs_input_grad[0] else None
+    gg = _ops.conv2d_resample(x, u, ctx.scale, ctx.mode) if ctx.needs_input_grad[1] else None
+    return gx, gg, None, None, None
+
+
+torch.library.register_autograd(
+    "progan_ext::conv2d_resample", _conv2d_resample_grad, setup_context=_setup_resample
+)
+torch.library.register_autograd(
+    "progan_ext::conv2d_resample_grad_weight",
+    _conv2d_resample_grad_weight_grad,
+    setup_context=_setup_resample_grad_weight,
+)
+
+
+# ----------------------------------------------------------------------------------------------
+# The fused public ops.
+
+
+def _fused_grads(ctx, gz, x, weight, bias):
+    """Gradients of R(x, weight, scale, mode) + bias given gz, the gradient of the sum."""
+    scale = _scale(weight, ctx.gain)
+    gx = _grad_input(gz, weight, scale, ctx.mode) if ctx.needs_input_grad[0] else None
+    gw = None
+    if ctx.needs_input_grad[1]:
+        gw = _ops.conv2d_resample_grad_weight(x, gz, scale, ctx.mode, weight.shape[-1])
+    gb = gz.sum(dim=(0, 2, 3)) if bias is not None and ctx.needs_input_grad[2] else None
+    return gx, gw, gb
+
+
+def _act_grad(ctx, g, y):
+    return _ops.bias_act_backward(g, y, ctx.alpha) if ctx.act == "lrelu" else g
+
+
+def _make_fused(name, mode, has_pixel_norm):
+    op = getattr(_ops, name)
+
+    def setup_context(ctx, inputs, output):
+        x, weight, bias, gain, act, alpha = inputs[:6]
+        ctx.pixel_norm = bool(inputs[6]) if has_pixel_norm else False
+        ctx.gain, ctx.act, ctx.alpha, ctx.mode = gain, act, alpha, mode
+        # The pixel-norm path recomputes its pre-norm activation from the inputs.
+        ctx.save_for_backward(x, weight, bias, None if ctx.pixel_norm else output)
+
+    def backward(ctx, grad):
+        x, weight, bias, y = ctx.saved_tensors
+        if ctx.pixel_norm:
+            a = op(x, weight, bias, ctx.gain, ctx.act, ctx.alpha, False)
+            gz = _act_grad(ctx, _ops.pixel_norm_backward(grad, a, _PIXEL_NORM_EPS), a)
+        else:
+            gz = _act_grad(ctx, grad, y)
+        return (*_fused_grads(ctx, gz, x, weight, bias), None, None, None) + ((None,) if has_pixel_norm else ())
+
+    torch.library.register_autograd(f"progan_ext::{name}", backward, setup_context=setup_context)
+
+
+_make_fused("eq_conv2d", "same", True)
+_make_fused("upsample_conv2d", "up", True)
+_make_fused("conv2d_downsample", "down", False)
