@@ -263,7 +263,7 @@ def _train(cfg: TrainConfig, device: torch.device) -> int:
     def save_checkpoint() -> Path | None:
         rngs = dist.gather_objects(rng_state(device))
         # Per-rank parameter checksums: equal on every rank when gradient averaging keeps them in sync.
-        sums = dist.gather_objects([float(sum(p.double().sum() for p in n.parameters())) for n in (G, D)])
+        sums = dist.gather_objects([float(sum(p.detach().double().sum() for p in n.parameters())) for n in (G, D)])
         if not main:
             return None
         state = {
