@@ -78,6 +78,17 @@ inline void check_minibatch_stddev_args(const at::Tensor& x, int64_t group_size,
                     " are not divisible by num_features ", num_features);
 }
 
+inline void check_minibatch_stddev_backward_args(const at::Tensor& grad, const at::Tensor& x, int64_t group_size,
+                                                 int64_t num_features, double eps) {
+  check_minibatch_stddev_args(x, group_size, num_features, eps);
+  check_like(x, grad, "x", "grad");
+  const int64_t N = x.size(0), C = x.size(1);
+  TORCH_CHECK_VALUE(grad.dim() == 4 && grad.size(0) == N && grad.size(1) == C + num_features &&
+                        grad.size(2) == x.size(2) && grad.size(3) == x.size(3),
+                    "minibatch_stddev_backward: grad must have shape [", N, ", ", C + num_features, ", ", x.size(2),
+                    ", ", x.size(3), "], got ", grad.sizes());
+}
+
 inline void check_bias_act_args(const at::Tensor& x, const c10::optional<at::Tensor>& bias, double alpha) {
   check_float_tensor(x, "x");
   TORCH_CHECK_VALUE(x.dim() >= 2 && x.dim() <= 5, "bias_act: x must have rank 2 to 5, got shape ", x.sizes());

@@ -97,13 +97,8 @@ at::Tensor minibatch_stddev_cpu(const at::Tensor& x_in, int64_t group_size, int6
 
 at::Tensor minibatch_stddev_backward_cpu(const at::Tensor& grad_in, const at::Tensor& x_in, int64_t group_size,
                                          int64_t num_features, double eps) {
-  check_minibatch_stddev_args(x_in, group_size, num_features, eps);
-  check_like(x_in, grad_in, "x", "grad");
-  const int64_t N = x_in.size(0), C = x_in.size(1);
-  TORCH_CHECK_VALUE(grad_in.dim() == 4 && grad_in.size(0) == N && grad_in.size(1) == C + num_features &&
-                        grad_in.size(2) == x_in.size(2) && grad_in.size(3) == x_in.size(3),
-                    "minibatch_stddev_backward: grad must have shape [", N, ", ", C + num_features, ", ",
-                    x_in.size(2), ", ", x_in.size(3), "], got ", grad_in.sizes());
+  check_minibatch_stddev_backward_args(grad_in, x_in, group_size, num_features, eps);
+  const int64_t C = x_in.size(1);
   const auto fmt = layout_of(x_in);
   const at::Tensor x = x_in.contiguous(fmt), g = grad_in.contiguous(fmt);
   at::Tensor gx = at::empty(x.sizes(), x.options().memory_format(fmt));

@@ -17,8 +17,8 @@ namespace {
 at::Tensor conv2d_downsample_cuda(const at::Tensor& x, const at::Tensor& weight,
                                   const c10::optional<at::Tensor>& bias, double gain, c10::string_view act,
                                   double alpha) {
-  check_conv_x_weight(x, weight, ConvMode::Down, "conv2d_downsample");
-  check_conv_epilogue(x, weight, bias, gain, alpha, "conv2d_downsample");
+  check_conv_args(x, weight, bias, gain, act, alpha, Resample::Down, "conv2d_downsample");
+  check_cuda(x, "conv2d_downsample");
   const bool lrelu = parse_act(act) == Act::LRelu;
   return conv_forward_down(x, weight, bias.has_value() ? *bias : at::Tensor(), eq_scale(weight, gain), lrelu,
                            alpha, /*pixel_norm=*/false);

@@ -14,8 +14,9 @@ namespace {
 at::Tensor conv2d_resample_cuda(const at::Tensor& x, const at::Tensor& weight, double scale,
                                 c10::string_view mode_str) {
   const ConvMode mode = parse_mode(mode_str);
-  check_conv_x_weight(x, weight, mode, "conv2d_resample");
-  TORCH_CHECK_VALUE(std::isfinite(scale), "conv2d_resample: scale must be a finite number, got ", scale);
+  check_conv_input(x, weight, to_resample(mode), "conv2d_resample");
+  check_finite(scale, "scale", "conv2d_resample");
+  check_cuda(x, "conv2d_resample");
   return conv_forward(mode, x, weight, at::Tensor(), scale, /*lrelu=*/false, 0.0, /*pixel_norm=*/false);
 }
 
@@ -104,24 +105,8 @@ at::Tensor conv2d_resample_grad_weight_cuda(const at::Tensor& x_in, const at::Te
                                             c10::string_view mode_str, int64_t kernel_size) {
   const char* op = "conv2d_resample_grad_weight";
   const ConvMode mode = parse_mode(mode_str);
-  check_float_tensor(x_in, "x");
-  TORCH_CHECK_VALUE(x_in.dim() == 4, op, ": x must have rank 4, got shape ", x_in.sizes());
-  TORCH_CHECK_VALUE(grad_in.dim() == 4, op, ": grad_out must have rank 4, got shape ", grad_in.sizes());
-  check_like(x_in, grad_in, "x", "grad_out");
-  TORCH_CHECK_VALUE(x_in.is_cuda(), op, ": x must be a CUDA tensor");
-  TORCH_CHECK_VALUE(kernel_size >= 1 && kernel_size % 2 == 1, op,
-                    ": kernel_size must be a positive odd number, got ", kernel_size);
-  TORCH_CHECK_VALUE(mode == ConvMode::Same || kernel_size == 3, op, ": kernel size must be one of (3,), got ",
-                    kernel_size);
-  if (mode == ConvMode::Down)
-    TORCH_CHECK_VALUE(x_in.size(2) % 2 == 0 && x_in.size(3) % 2 == 0, op, ": height and width must be even, got ",
-                      x_in.size(2), "x", x_in.size(3));
-  TORCH_CHECK_VALUE(grad_in.size(0) == x_in.size(0) && grad_in.size(1) >= 1 &&
-                        grad_in.size(2) == resampled(x_in.size(2), mode) &&
-                        grad_in.size(3) == resampled(x_in.size(3), mode),
-                    op, ": grad_out has shape ", grad_in.sizes(), ", which does not match x of shape ", x_in.sizes(),
-                    " resampled by '", mode_name(mode), "'");
-  TORCH_CHECK_VALUE(std::isfinite(scale), op, ": scale must be a finite number, got ", scale);
+  check_conv_grad_weight_args(x_in, grad_in, scale, to_resample(mode), kernel_size);
+  check_cuda(x_in, op);
 
   const c10::cuda::CUDAGuard guard(x_in.device());
   const int k = int(kernel_size);

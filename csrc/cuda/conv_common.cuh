@@ -21,50 +21,16 @@
 namespace progan_ext {
 namespace cuda {
 
-inline const char* mode_name(ConvMode m) {
-  return m == ConvMode::Up ? "up" : m == ConvMode::Down ? "down" : "same";
-}
+// The device-side mode enum mirrors the host-side Resample of csrc/common.h, whose checks and
+// parsing (shared with the CPU kernels) are used here too.
+static_assert(int(ConvMode::Same) == int(Resample::Same) && int(ConvMode::Up) == int(Resample::Up) &&
+              int(ConvMode::Down) == int(Resample::Down));
+inline Resample to_resample(ConvMode m) { return static_cast<Resample>(static_cast<int>(m)); }
+inline ConvMode parse_mode(c10::string_view mode) { return static_cast<ConvMode>(static_cast<int>(parse_resample(mode))); }
+inline int64_t resampled(int64_t in, ConvMode m) { return resampled_size(in, to_resample(m)); }
 
-inline ConvMode parse_mode(c10::string_view mode) {
-  if (mode == "same") return ConvMode::Same;
-  if (mode == "up") return ConvMode::Up;
-  if (mode == "down") return ConvMode::Down;
-  TORCH_CHECK_VALUE(false, "mode must be 'same', 'up' or 'down', got '", std::string(mode), "'");
-}
-
-inline int64_t resampled(int64_t in, ConvMode m) {
-  return m == ConvMode::Up ? 2 * in : m == ConvMode::Down ? in / 2 : in;
-}
-
-// ---- checks (same messages as progan_ext.reference.check_conv) ----------------------------------
-inline void check_conv_x_weight(const at::Tensor& x, const at::Tensor& w, ConvMode mode, const char* op) {
-  check_float_tensor(x, "x");
-  check_float_tensor(w, "weight");
-  TORCH_CHECK_VALUE(x.dim() == 4, op, ": x must have rank 4, got shape ", x.sizes());
-  TORCH_CHECK_VALUE(w.dim() == 4, op, ": weight must have rank 4, got shape ", w.sizes());
-  check_like(x, w, "x", "weight");
+inline void check_cuda(const at::Tensor& x, const char* op) {
   TORCH_CHECK_VALUE(x.is_cuda(), op, ": x must be a CUDA tensor");
-  TORCH_CHECK_VALUE(w.size(1) == x.size(1), op, ": x has ", x.size(1), " channels but weight expects ", w.size(1),
-                    " (weight shape ", w.sizes(), ")");
-  TORCH_CHECK_VALUE(w.size(2) == w.size(3) && w.size(2) % 2 == 1, op,
-                    ": the kernel must be square with an odd size, got ", w.size(2), "x", w.size(3));
-  TORCH_CHECK_VALUE(mode == ConvMode::Same || w.size(2) == 3, op, ": kernel size must be one of (3,), got ",
-                    w.size(2));
-  TORCH_CHECK_VALUE(w.size(0) >= 1 && w.size(1) >= 1, op, ": weight has an empty dimension: ", w.sizes());
-  if (mode == ConvMode::Down)
-    TORCH_CHECK_VALUE(x.size(2) % 2 == 0 && x.size(3) % 2 == 0, op, ": height and width must be even, got ",
-                      x.size(2), "x", x.size(3));
-}
-
-inline void check_conv_epilogue(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& bias,
-                                double gain, double alpha, const char* op) {
-  TORCH_CHECK_VALUE(std::isfinite(gain), op, ": gain must be a finite number, got ", gain);
-  check_alpha(alpha);
-  if (bias.has_value()) {
-    check_like(x, *bias, "x", "bias");
-    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == w.size(0), op, ": bias must have shape [", w.size(0),
-                      "], got ", bias->sizes());
-  }
 }
 
 // ---- effective kernels ----------------------------------------------------------------------------

@@ -186,13 +186,8 @@ at::Tensor minibatch_stddev_cuda(const at::Tensor& x_in, int64_t group_size, int
 
 at::Tensor minibatch_stddev_backward_cuda(const at::Tensor& grad_in, const at::Tensor& x_in, int64_t group_size,
                                           int64_t num_features, double eps) {
-  check_minibatch_stddev_args(x_in, group_size, num_features, eps);
-  check_like(x_in, grad_in, "x", "grad");
-  const int64_t N = x_in.size(0), C = x_in.size(1);
-  TORCH_CHECK_VALUE(grad_in.dim() == 4 && grad_in.size(0) == N && grad_in.size(1) == C + num_features &&
-                        grad_in.size(2) == x_in.size(2) && grad_in.size(3) == x_in.size(3),
-                    "minibatch_stddev_backward: grad must have shape [", N, ", ", C + num_features, ", ",
-                    x_in.size(2), ", ", x_in.size(3), "], got ", grad_in.sizes());
+  check_minibatch_stddev_backward_args(grad_in, x_in, group_size, num_features, eps);
+  const int64_t N = x_in.size(0);
   TORCH_CHECK_VALUE(N / std::min(group_size, N) * num_features <= 65535,
                     "minibatch_stddev: too many groups x features for one launch");
   const c10::cuda::CUDAGuard guard(x_in.device());
