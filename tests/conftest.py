@@ -74,3 +74,14 @@ def expected_format(x: torch.Tensor) -> torch.memory_format:
     from progan_ext.opdefs._common import memory_format
 
     return memory_format(x)
+
+
+def subprocess_env(**extra) -> dict:
+    """Environment for a child `python -m progan_ext...`: it imports the same progan_ext as this
+    test process (the installed package, or the checkout during development). Run the child with
+    a cwd outside the checkout, since `python -m` puts the cwd first on sys.path."""
+    import os
+
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(progan_ext.__file__)))
+    path = os.pathsep.join(p for p in (package_parent, os.environ.get("PYTHONPATH", "")) if p)
+    return dict(os.environ, PYTHONPATH=path, **extra)

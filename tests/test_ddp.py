@@ -1,11 +1,12 @@
 """Data-parallel training with 2 CPU processes on the gloo backend, launched through torchrun."""
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
+
+from conftest import subprocess_env
 
 from progan_ext.training import checkpoint
 
@@ -16,16 +17,16 @@ ARGS = ["--resolution", "8", "--fmap-max", "8", "--latent-size", "16", "--batch"
         "--workers", "0", "--device", "cpu"]
 
 
-def torchrun(*args):
-    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
+def torchrun(*args, cwd):
+    env = subprocess_env(PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "progan_ext.train", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=180)
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=180, cwd=cwd)
 
 
 def test_two_gloo_processes_train_resume_and_stay_in_sync(tmp_path):
     run = tmp_path / "ddp"
-    out = torchrun(*ARGS, "--run-dir", str(run), "--max-steps", "6")
+    out = torchrun(*ARGS, "--run-dir", str(run), "--max-steps", "6", cwd=tmp_path)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     assert out.stdout.count("run directory:") == 1  # only rank 0 writes
     state = checkpoint.load(run)
@@ -35,7 +36,7 @@ def test_two_gloo_processes_train_resume_and_stay_in_sync(tmp_path):
     assert g_sums[0] == g_sums[1] and d_sums[0] == d_sums[1]
     assert json.loads((run / "config.json").read_text())["world_size"] == 2
     # resume in 2 processes and finish the schedule (4 stable, 8 fade, 8 stable = 96 images)
-    out = torchrun("--resume", str(run), "--no-progress", "--workers", "0", "--device", "cpu")
+    out = torchrun("--resume", str(run), "--no-progress", "--workers", "0", "--device", "cpu", cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     state = checkpoint.load(run)
     assert state["nimg"] == 96 and state["resolution"] == 8

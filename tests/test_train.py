@@ -8,6 +8,8 @@ import sys
 
 import pytest
 import torch
+
+from conftest import subprocess_env
 from PIL import Image
 
 from progan_ext.train import main
@@ -149,9 +151,9 @@ def test_ctrl_c_writes_checkpoint_and_exits_cleanly(tmp_path, monkeypatch):
 
 
 def test_module_entry_point_runs(tmp_path):
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    env = subprocess_env(PYTHONWARNINGS="ignore")
     out = subprocess.run([sys.executable, "-m", "progan_ext.train", *TINY, "--run-dir", str(tmp_path / "m"),
-                          "--max-steps", "2"], capture_output=True, text=True, env=env, timeout=120)
+                          "--max-steps", "2"], capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "G " in out.stdout and "parameters" in out.stdout
     assert checkpoint.load(tmp_path / "m")["step"] == 2
