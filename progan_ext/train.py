@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 
 from .training.config import parse_args
+from .training.distributed import PeerFailed
 from .training.loop import TrainingDiverged, train
 
 __all__ = ["main"]
@@ -21,6 +22,9 @@ def main(argv=None) -> int:
         return train(cfg)
     except TrainingDiverged as exc:
         print(f"error: training diverged: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except PeerFailed as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
         return 1
     except (FileNotFoundError, NotADirectoryError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)

@@ -81,10 +81,16 @@ def set_rng_state(state: dict, device: torch.device) -> None:
 
 
 class StopRequest:
-    """First Ctrl-C (SIGINT) asks the loop to stop after the current step; a second one aborts."""
+    """First Ctrl-C (SIGINT) asks the loop to stop after the current step; a second one aborts.
+
+    A SIGINT within ``DEBOUNCE_S`` of the first counts as the same Ctrl-C: under torchrun each rank
+    receives the terminal's SIGINT and, a moment later, the one the launcher forwards."""
+
+    DEBOUNCE_S = 1.0
 
     def __init__(self):
         self.requested = False
+        self._first = 0.0
         self._previous = None
 
     def __enter__(self):
@@ -94,8 +100,11 @@ class StopRequest:
 
     def _handle(self, signum, frame):
         if self.requested:
+            if time.monotonic() - self._first < self.DEBOUNCE_S:
+                return
             raise KeyboardInterrupt
         self.requested = True
+        self._first = time.monotonic()
         print("\nCtrl-C: stopping after this step and writing a checkpoint (Ctrl-C again to abort)",
               file=sys.stderr, flush=True)
 
@@ -177,13 +186,25 @@ def _resume_config(cfg: TrainConfig):
 
 
 def train(cfg: TrainConfig) -> int:
-    """Runs (or resumes) a training run. Returns the exit code (0 done, 130 interrupted)."""
+    """Runs (or resumes) a training run. Returns the exit code (0 done, 130 interrupted).
+
+    Under torchrun every rank leaves the same way (``distributed.shutdown``: barrier, then the
+    process group is destroyed), also after Ctrl-C or a non-finite loss, which all ranks decide
+    together. A rank that fails on its own aborts instead (``distributed.abort``); the others then
+    raise ``distributed.PeerFailed`` naming it."""
     device = pick_device(cfg.device)
     dist.init(device)
     try:
-        return _train(cfg, device)
-    finally:
-        dist.shutdown()
+        code = _train(cfg, device)
+    except TrainingDiverged:
+        with contextlib.suppress(Exception):  # every rank stops at the same step: leave together
+            dist.shutdown()
+        raise
+    except BaseException as exc:
+        dist.abort(exc)
+        raise
+    dist.shutdown()
+    return code
 
 
 def _train(cfg: TrainConfig, device: torch.device) -> int:
