@@ -8,6 +8,9 @@ Build knobs (environment variables, read here and only here; documented in the R
   PROGAN_EXT_FORCE_CUDA=1    fail if the CUDA kernels cannot be built
   PROGAN_EXT_CPU_ONLY=1      build only the C++ CPU kernels
   PROGAN_EXT_DEBUG=1         -O0 -g host code, -G device code, no fast paths hidden by optimisation
+  PROGAN_EXT_EMULATE=1       also build progan_ext._emu: the CUDA kernels compiled for the CPU emulator
+                             (csrc/emu, docs/emulated_cuda.md); =asan builds only that module, with
+                             AddressSanitizer + UBSan (CI's memory check; run with libasan preloaded)
   TORCH_CUDA_ARCH_LIST       GPU architectures (default without a visible GPU: 8.0;8.6;8.9;9.0+PTX)
   MAX_JOBS                   parallel compile jobs (ninja)
   PROGAN_EXT_NVCC_THREADS    nvcc --threads (default 2)
@@ -32,6 +35,11 @@ def _flag(name: str) -> bool:
 
 
 FORCE_CUDA = _flag("PROGAN_EXT_FORCE_CUDA")
+EMULATE = os.environ.get("PROGAN_EXT_EMULATE", "0").strip().lower()
+if EMULATE in ("", "0", "false", "no", "off"):
+    EMULATE = None
+elif EMULATE not in ("1", "true", "yes", "on", "asan"):
+    sys.exit(f"progan_ext: PROGAN_EXT_EMULATE must be 1 or asan, got {EMULATE!r}")
 CPU_ONLY = _flag("PROGAN_EXT_CPU_ONLY")
 DEBUG = _flag("PROGAN_EXT_DEBUG")
 NVCC_THREADS = os.environ.get("PROGAN_EXT_NVCC_THREADS", "2")
@@ -140,8 +148,29 @@ def extension():
     return CppExtension("progan_ext._C", sources, extra_compile_args=args, define_macros=macros)
 
 
-write_build_info()
+def emulated_extension():
+    """progan_ext._emu: csrc/cuda compiled as host C++ against the emulator (csrc/emu)."""
+    sources = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc" / "emu").glob("*.cpp"))
+    sources.append("csrc/kernel_paths.cpp")
+    cxx = ["-O0", "-g"] if DEBUG else ["-O2"]
+    link = []
+    if EMULATE == "asan":
+        # Out-of-bounds and misaligned accesses of the kernels (compute-sanitizer's memcheck, here).
+        sanitize = ["-fsanitize=address,undefined", "-fno-sanitize=vptr", "-fno-omit-frame-pointer"]
+        cxx = ["-O1", "-g"] + sanitize
+        link = sanitize
+    return CppExtension("progan_ext._emu", sources, extra_compile_args={"cxx": cxx}, extra_link_args=link,
+                        define_macros=[("PROGAN_EXT_EMULATION", "1")])
+
+
+if EMULATE:
+    print(f"progan_ext: building the emulated CUDA module progan_ext._emu (PROGAN_EXT_EMULATE={EMULATE})", flush=True)
+if EMULATE == "asan":  # a sanitized module is for one test run, next to an existing progan_ext._C
+    ext_modules = [emulated_extension()]
+else:
+    write_build_info()
+    ext_modules = [extension()] + ([emulated_extension()] if EMULATE else [])
 setup(
-    ext_modules=[extension()],
+    ext_modules=ext_modules,
     cmdclass={"build_ext": BuildExtension},
 )

@@ -2,12 +2,24 @@
 // (every floating tensor argument is cast with the autocast weight cache). pixel_norm,
 // minibatch_stddev and bias_act have no autocast kernel: they keep their input dtype.
 //
-// Compiled in CPU-only and CUDA builds alike (the AutocastCUDA kernels only cast and redispatch).
+// Compiled in CPU-only and CUDA builds alike (the AutocastCUDA kernels only cast and redispatch),
+// and a second time into the emulated CUDA module (csrc/emu/autocast.cpp) for the progan_ext_emu
+// ops, which run on CPU tensors and so follow the AutocastCPU policy.
 
 #include <ATen/autocast_mode.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/library.h>
+
+// The op namespace these rules are for: progan_ext, or progan_ext_emu in the emulated module.
+#if defined(PROGAN_EXT_EMULATION)
+#define PROGAN_OPS_NS progan_ext_emu
+#else
+#define PROGAN_OPS_NS progan_ext
+#endif
+#define PROGAN_STR2(x) #x
+#define PROGAN_STR(x) PROGAN_STR2(x)
+#define PROGAN_OP(name) PROGAN_STR(PROGAN_OPS_NS) "::" name
 
 namespace progan_ext {
 namespace {
@@ -33,34 +45,34 @@ struct Autocast {
                               c10::string_view act, double alpha, bool pn) {
     Guard g;
     static auto h = op<at::Tensor(const at::Tensor&, const at::Tensor&, const OptTensor&, double, c10::string_view,
-                                  double, bool)>("progan_ext::eq_conv2d");
+                                  double, bool)>(PROGAN_OP("eq_conv2d"));
     return h.call(cast(x), cast(w), cast(b), gain, act, alpha, pn);
   }
   static at::Tensor upsample_conv2d(const at::Tensor& x, const at::Tensor& w, const OptTensor& b, double gain,
                                     c10::string_view act, double alpha, bool pn) {
     Guard g;
     static auto h = op<at::Tensor(const at::Tensor&, const at::Tensor&, const OptTensor&, double, c10::string_view,
-                                  double, bool)>("progan_ext::upsample_conv2d");
+                                  double, bool)>(PROGAN_OP("upsample_conv2d"));
     return h.call(cast(x), cast(w), cast(b), gain, act, alpha, pn);
   }
   static at::Tensor conv2d_downsample(const at::Tensor& x, const at::Tensor& w, const OptTensor& b, double gain,
                                       c10::string_view act, double alpha) {
     Guard g;
     static auto h = op<at::Tensor(const at::Tensor&, const at::Tensor&, const OptTensor&, double, c10::string_view,
-                                  double)>("progan_ext::conv2d_downsample");
+                                  double)>(PROGAN_OP("conv2d_downsample"));
     return h.call(cast(x), cast(w), cast(b), gain, act, alpha);
   }
   static at::Tensor conv2d_resample(const at::Tensor& x, const at::Tensor& w, double scale, c10::string_view mode) {
     Guard g;
     static auto h =
-        op<at::Tensor(const at::Tensor&, const at::Tensor&, double, c10::string_view)>("progan_ext::conv2d_resample");
+        op<at::Tensor(const at::Tensor&, const at::Tensor&, double, c10::string_view)>(PROGAN_OP("conv2d_resample"));
     return h.call(cast(x), cast(w), scale, mode);
   }
   static at::Tensor conv2d_resample_grad_weight(const at::Tensor& x, const at::Tensor& grad_out, double scale,
                                                 c10::string_view mode, int64_t k) {
     Guard g;
     static auto h = op<at::Tensor(const at::Tensor&, const at::Tensor&, double, c10::string_view, int64_t)>(
-        "progan_ext::conv2d_resample_grad_weight");
+        PROGAN_OP("conv2d_resample_grad_weight"));
     return h.call(cast(x), cast(grad_out), scale, mode, k);
   }
 
@@ -75,7 +87,9 @@ struct Autocast {
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(progan_ext, AutocastCPU, m) { Autocast<c10::DeviceType::CPU>::register_all(m); }
+TORCH_LIBRARY_IMPL(PROGAN_OPS_NS, AutocastCPU, m) { Autocast<c10::DeviceType::CPU>::register_all(m); }
+#if !defined(PROGAN_EXT_EMULATION)
 TORCH_LIBRARY_IMPL(progan_ext, AutocastCUDA, m) { Autocast<c10::DeviceType::CUDA>::register_all(m); }
+#endif
 
 }  // namespace progan_ext

@@ -164,6 +164,10 @@ inline int64_t resampled_size(int64_t in, Resample mode) {
   return mode == Resample::Up ? in * 2 : mode == Resample::Down ? in / 2 : in;
 }
 
+// The largest kernel_size conv2d_resample_grad_weight takes: far beyond any useful kernel, and it
+// keeps k and k*k in the int range of the kernels (a larger value used to wrap around).
+constexpr int64_t kMaxKernelSize = 4095;
+
 // conv2d_resample_grad_weight: x [N, Cin, H, W], grad_out [N, Cout, H', W'] with H', W' the
 // resampled size of H, W, kernel_size odd (3 when resampling).
 inline void check_conv_grad_weight_args(const at::Tensor& x, const at::Tensor& grad_out, double scale,
@@ -174,6 +178,8 @@ inline void check_conv_grad_weight_args(const at::Tensor& x, const at::Tensor& g
   TORCH_CHECK_VALUE(grad_out.dim() == 4, "grad_out must have rank 4, got shape ", grad_out.sizes());
   check_like(x, grad_out, "x", "grad_out");
   TORCH_CHECK_VALUE(kernel_size >= 1 && kernel_size % 2 == 1, op, ": kernel_size must be a positive odd number, got ",
+                    kernel_size);
+  TORCH_CHECK_VALUE(kernel_size <= kMaxKernelSize, op, ": kernel_size must be at most ", kMaxKernelSize, ", got ",
                     kernel_size);
   TORCH_CHECK_VALUE(mode == Resample::Same || kernel_size == 3, op, ": kernel size must be one of (3,), got ",
                     kernel_size);

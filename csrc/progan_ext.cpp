@@ -1,49 +1,15 @@
-// progan_ext: the one place where every operator's schema is defined.
-//
-// Kernels register themselves next to their code: TORCH_LIBRARY_IMPL(progan_ext, CPU, m) in
-// csrc/cpu/<op>.cpp and TORCH_LIBRARY_IMPL(progan_ext, CUDA, m) in csrc/cuda/<op>.cu. Fake
-// kernels, autograd and autocast rules are registered from Python (progan_ext/opdefs/<op>.py).
-// Each `*_backward` op is the gradient of its forward op and is itself differentiable, so
-// second derivatives (the WGAN-GP penalty) flow through compiled kernels too.
+// progan_ext: the compiled module. Importing it (as the Python module progan_ext._C) runs the
+// static registrations: the schemas here (from csrc/schemas.h, the one place they are written),
+// the CPU kernels (csrc/cpu) and, in a CUDA build, the CUDA kernels (csrc/cuda).
 
 #include <Python.h>
 #include <torch/library.h>
 
-TORCH_LIBRARY(progan_ext, m) {
-  // ---- pixel norm: y = x * rsqrt(mean(x^2, dim=1) + eps) --------------------------------------
-  m.def("pixel_norm(Tensor x, float eps) -> Tensor");
-  m.def("pixel_norm_backward(Tensor grad, Tensor x, float eps) -> Tensor");
+#include "schemas.h"
 
-  // ---- minibatch standard deviation (official ProGAN grouping) --------------------------------
-  m.def("minibatch_stddev(Tensor x, int group_size, int num_features, float eps) -> Tensor");
-  m.def("minibatch_stddev_backward(Tensor grad, Tensor x, int group_size, int num_features, float eps) -> Tensor");
+TORCH_LIBRARY(progan_ext, m) { progan_ext::define_schemas(m); }
 
-  // ---- bias + activation: y = act(x + bias[c]); act is "lrelu" or "linear" ----------------------
-  m.def("bias_act(Tensor x, Tensor? bias, str act, float alpha) -> Tensor");
-  // grad * (y > 0 ? 1 : alpha): the leaky-ReLU gradient read off the output y (alpha >= 0).
-  m.def("bias_act_backward(Tensor grad, Tensor y, float alpha) -> Tensor");
-
-  // ---- equalized-LR convolutions ----------------------------------------------------------------
-  // Fused public ops: conv with weight * gain/sqrt(Cin*k*k), then bias + act (+ pixel norm, eps
-  // 1e-8), the output written once. upsample_conv2d: nearest 2x upsample then 3x3 conv (4-phase,
-  // the upsampled tensor is never stored); conv2d_downsample: 3x3 conv then 2x2 average pool
-  // (a 4x4 stride-2 conv with the summed kernel) then bias + act.
-  m.def("eq_conv2d(Tensor x, Tensor weight, Tensor? bias, float gain, str act, float alpha, bool pixel_norm) -> Tensor");
-  m.def("upsample_conv2d(Tensor x, Tensor weight, Tensor? bias, float gain, str act, float alpha, bool pixel_norm) -> Tensor");
-  m.def("conv2d_downsample(Tensor x, Tensor weight, Tensor? bias, float gain, str act, float alpha) -> Tensor");
-  // Linear building blocks of the backward passes (each one's derivatives are expressed with the
-  // two of them, so every order of derivative stays on compiled kernels). mode is
-  //   "same": conv2d(x, w*scale, padding=k//2)
-  //   "up":   conv2d(upsample_nearest2x(x), w*scale, padding=1)      (k = 3)
-  //   "down": avg_pool2d(conv2d(x, w*scale, padding=1), 2)           (k = 3)
-  // The input gradient of "up" is 4 * "down" with the flipped, transposed kernel and vice versa.
-  m.def("conv2d_resample(Tensor x, Tensor weight, float scale, str mode) -> Tensor");
-  // d<grad_out, conv2d_resample(x, w, scale, mode)>/dw, shape [Cout, Cin, k, k].
-  m.def("conv2d_resample_grad_weight(Tensor x, Tensor grad_out, float scale, str mode, int kernel_size) -> Tensor");
-}
-
-// The compiled library is imported as the Python module progan_ext._C: importing it runs the
-// static registrations above. It carries no Python functions of its own.
+// The module carries no Python functions of its own.
 PyMODINIT_FUNC PyInit__C(void) {
   static struct PyModuleDef module_def = {
       PyModuleDef_HEAD_INIT, "_C", "progan_ext compiled operators (registered in torch.ops.progan_ext)",

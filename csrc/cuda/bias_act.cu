@@ -7,11 +7,10 @@
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <torch/library.h>
 
 #include "../common.h"
 #include "device_utils.cuh"
+#include "launch.cuh"
 
 namespace progan_ext {
 namespace cuda {
@@ -52,7 +51,7 @@ __global__ void lrelu_grad_kernel(const scalar_t* __restrict__ g, const scalar_t
 #pragma unroll
     for (int k = 0; k < VEC; ++k) {
       const T gf = static_cast<T>(gv.v[k]);
-      gv.v[k] = static_cast<scalar_t>(static_cast<T>(yv.v[k]) > T(0) ? gf : gf * alpha);
+      gv.v[k] = static_cast<scalar_t>(lrelu_positive(yv.v[k]) ? gf : gf * alpha);
     }
     store_vec(gx + v * VEC, gv);
   }
@@ -74,17 +73,17 @@ void launch_bias_act(const at::Tensor& x, const at::Tensor& bias, at::Tensor& y,
   const auto launch = [&](auto vec_tag, auto inner_tag) {
     constexpr int VV = decltype(vec_tag)::value;
     constexpr bool CI = decltype(inner_tag)::value;
-    bias_act_kernel<scalar_t, VV, CI>
-        <<<grid_for(numel / VV, kThreads), kThreads, 0, stream>>>(xp, bp, yp, numel, C, inner, lrelu, a);
+    PROGAN_LAUNCH((bias_act_kernel<scalar_t, VV, CI>), grid_for(numel / VV, kThreads), kThreads, 0, stream, xp, bp,
+                  yp, numel, C, inner, lrelu, a);
   };
   using One = std::integral_constant<int, 1>;
   using Wide = std::integral_constant<int, V>;
+  record_kernel_path(vec_ok ? "bias_act.vec" : "bias_act.scalar");
   if (channels_inner) {
     vec_ok ? launch(Wide{}, std::true_type{}) : launch(One{}, std::true_type{});
   } else {
     vec_ok ? launch(Wide{}, std::false_type{}) : launch(One{}, std::false_type{});
   }
-  PROGAN_CUDA_CHECK_LAUNCH();
 }
 
 template <typename scalar_t>
@@ -96,18 +95,22 @@ void launch_lrelu_grad(const at::Tensor& g, const at::Tensor& y, at::Tensor& gx,
   scalar_t* op = gx.mutable_data_ptr<scalar_t>();
   const auto a = static_cast<acc_t<scalar_t>>(alpha);
   const cudaStream_t stream = current_stream();
-  if (aligned16(gp) && aligned16(yp) && aligned16(op) && numel % V == 0)
-    lrelu_grad_kernel<scalar_t, V><<<grid_for(numel / V, kThreads), kThreads, 0, stream>>>(gp, yp, op, numel, a);
-  else
-    lrelu_grad_kernel<scalar_t, 1><<<grid_for(numel, kThreads), kThreads, 0, stream>>>(gp, yp, op, numel, a);
-  PROGAN_CUDA_CHECK_LAUNCH();
+  if (aligned16(gp) && aligned16(yp) && aligned16(op) && numel % V == 0) {
+    record_kernel_path("bias_act_backward.vec");
+    PROGAN_LAUNCH((lrelu_grad_kernel<scalar_t, V>), grid_for(numel / V, kThreads), kThreads, 0, stream, gp, yp, op,
+                  numel, a);
+  } else {
+    record_kernel_path("bias_act_backward.scalar");
+    PROGAN_LAUNCH((lrelu_grad_kernel<scalar_t, 1>), grid_for(numel, kThreads), kThreads, 0, stream, gp, yp, op, numel,
+                  a);
+  }
 }
 
 at::Tensor bias_act_cuda(const at::Tensor& x_in, const c10::optional<at::Tensor>& bias_in, c10::string_view act,
                          double alpha) {
   check_bias_act_args(x_in, bias_in, alpha);
   const bool lrelu = parse_act(act) == Act::LRelu;
-  const c10::cuda::CUDAGuard guard(x_in.device());
+  const DeviceGuard guard(x_in);
   const auto fmt = layout_of(x_in);
   const at::Tensor x = x_in.contiguous(fmt);
   const at::Tensor bias = bias_in.has_value() ? bias_in->contiguous() : at::Tensor();
@@ -122,7 +125,7 @@ at::Tensor bias_act_cuda(const at::Tensor& x_in, const c10::optional<at::Tensor>
 at::Tensor bias_act_backward_cuda(const at::Tensor& grad_in, const at::Tensor& y_in, double alpha) {
   check_bias_act_args(y_in, c10::nullopt, alpha);
   check_same_shape(y_in, grad_in, "y", "grad");
-  const c10::cuda::CUDAGuard guard(y_in.device());
+  const DeviceGuard guard(y_in);
   const auto fmt = layout_of(y_in);
   const at::Tensor y = y_in.contiguous(fmt), g = grad_in.contiguous(fmt);
   at::Tensor gx = at::empty(y.sizes(), y.options().memory_format(fmt));
@@ -135,7 +138,7 @@ at::Tensor bias_act_backward_cuda(const at::Tensor& grad_in, const at::Tensor& y
 }  // namespace
 }  // namespace cuda
 
-TORCH_LIBRARY_IMPL(progan_ext, CUDA, m) {
+PROGAN_CUDA_KERNELS(m) {
   m.impl("bias_act", &cuda::bias_act_cuda);
   m.impl("bias_act_backward", &cuda::bias_act_backward_cuda);
 }

@@ -18,7 +18,7 @@ at::Tensor conv2d_downsample_cuda(const at::Tensor& x, const at::Tensor& weight,
                                   const c10::optional<at::Tensor>& bias, double gain, c10::string_view act,
                                   double alpha) {
   check_conv_args(x, weight, bias, gain, act, alpha, Resample::Down, "conv2d_downsample");
-  check_cuda(x, "conv2d_downsample");
+  check_on_device(x, "conv2d_downsample");
   const bool lrelu = parse_act(act) == Act::LRelu;
   return conv_forward_down(x, weight, bias.has_value() ? *bias : at::Tensor(), eq_scale(weight, gain), lrelu,
                            alpha, /*pixel_norm=*/false);
@@ -26,7 +26,7 @@ at::Tensor conv2d_downsample_cuda(const at::Tensor& x, const at::Tensor& weight,
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(progan_ext, CUDA, m) { m.impl("conv2d_downsample", &conv2d_downsample_cuda); }
+PROGAN_CUDA_KERNELS(m) { m.impl("conv2d_downsample", &conv2d_downsample_cuda); }
 
 }  // namespace cuda
 }  // namespace progan_ext

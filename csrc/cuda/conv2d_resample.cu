@@ -6,6 +6,7 @@
 #include <ATen/ops/empty.h>
 
 #include "conv_common.cuh"
+#include "launch.cuh"
 
 namespace progan_ext {
 namespace cuda {
@@ -16,7 +17,7 @@ at::Tensor conv2d_resample_cuda(const at::Tensor& x, const at::Tensor& weight, d
   const ConvMode mode = parse_mode(mode_str);
   check_conv_input(x, weight, to_resample(mode), "conv2d_resample");
   check_finite(scale, "scale", "conv2d_resample");
-  check_cuda(x, "conv2d_resample");
+  check_on_device(x, "conv2d_resample");
   return conv_forward(mode, x, weight, at::Tensor(), scale, /*lrelu=*/false, 0.0, /*pixel_norm=*/false);
 }
 
@@ -34,7 +35,7 @@ at::Tensor down_fold_t(const at::Tensor& G, int64_t d) {
 // Tensor-core weight gradient (grad_weight_igemm_kernel). Returns an undefined tensor when its
 // preconditions do not hold; the caller then takes the simple path.
 at::Tensor grad_weight_fast(const at::Tensor& x_in, const at::Tensor& g_in, double scale, ConvMode mode, int k) {
-  if (!fast_path_dtype_ok(x_in)) return at::Tensor();
+  if (x_in.scalar_type() != at::kHalf && x_in.scalar_type() != at::kBFloat16) return at::Tensor();
   const ConvGeom geom = make_geom(x_in, g_in.size(1), k, mode);
   if (geom.Cin % 8 != 0 || geom.Cout % 8 != 0) return at::Tensor();
   const at::Tensor x = x_in.contiguous(at::MemoryFormat::ChannelsLast);
@@ -62,29 +63,27 @@ at::Tensor grad_weight_fast(const at::Tensor& x_in, const at::Tensor& g_in, doub
   at::Tensor geff = at::empty({neff}, x.options().dtype(at::kFloat));
   const cudaStream_t stream = current_stream();
   const dim3 grid{unsigned(gx), unsigned(gy), unsigned(geom.phases * chunks)};
+  // The kernel of this dtype and mode, or null when it was not built for this device.
+  auto pick = [&](auto tag) {
+    using T = decltype(tag);
+    using K = void (*)(const T*, const T*, float*, igemm::GradWeightParams);
+    const K kernel = mode == ConvMode::Same ? K(&igemm::grad_weight_igemm_kernel<T, ConvMode::Same>)
+                     : mode == ConvMode::Up ? K(&igemm::grad_weight_igemm_kernel<T, ConvMode::Up>)
+                                            : K(&igemm::grad_weight_igemm_kernel<T, ConvMode::Down>);
+    return tensor_core_kernel_usable(x, kernel) ? kernel : nullptr;
+  };
   auto launch = [&](auto tag) {
     using T = decltype(tag);
-    const T* xp = x.const_data_ptr<T>();
-    const T* gp = g.const_data_ptr<T>();
-    float* pp = partial.mutable_data_ptr<float>();
-    switch (mode) {
-      case ConvMode::Same:
-        igemm::grad_weight_igemm_kernel<T, ConvMode::Same><<<grid, igemm::kThreads, 0, stream>>>(xp, gp, pp, p);
-        break;
-      case ConvMode::Up:
-        igemm::grad_weight_igemm_kernel<T, ConvMode::Up><<<grid, igemm::kThreads, 0, stream>>>(xp, gp, pp, p);
-        break;
-      case ConvMode::Down:
-        igemm::grad_weight_igemm_kernel<T, ConvMode::Down><<<grid, igemm::kThreads, 0, stream>>>(xp, gp, pp, p);
-        break;
-    }
-    PROGAN_CUDA_CHECK_LAUNCH();
+    const auto kernel = pick(tag);
+    if (kernel == nullptr) return false;
+    PROGAN_LAUNCH(kernel, grid, igemm::kThreads, 0, stream, x.const_data_ptr<T>(), g.const_data_ptr<T>(),
+                  partial.mutable_data_ptr<float>(), p);
+    return true;
   };
-  if (x.scalar_type() == at::kHalf) launch(c10::Half());
-  else launch(c10::BFloat16());
-  grad_weight_finish_kernel<float><<<blocks_for(neff, 256), 256, 0, stream>>>(
-      partial.const_data_ptr<float>(), geff.mutable_data_ptr<float>(), neff, chunks, float(scale));
-  PROGAN_CUDA_CHECK_LAUNCH();
+  if (!(x.scalar_type() == at::kHalf ? launch(c10::Half()) : launch(c10::BFloat16()))) return at::Tensor();
+  record_kernel_path("grad_weight.igemm");
+  PROGAN_LAUNCH(grad_weight_finish_kernel<float>, blocks_for(neff, 256), 256, 0, stream,
+                partial.const_data_ptr<float>(), geff.mutable_data_ptr<float>(), neff, chunks, float(scale));
   // [P][ky][kx][Cin][Cout] -> [P][Cout][Cin][ky][kx], then back through the transposed folds.
   const at::Tensor G = geff.view({geom.phases, geom.kt, geom.kt, geom.Cin, geom.Cout}).permute({0, 4, 3, 1, 2});
   at::Tensor gw;
@@ -106,9 +105,9 @@ at::Tensor conv2d_resample_grad_weight_cuda(const at::Tensor& x_in, const at::Te
   const char* op = "conv2d_resample_grad_weight";
   const ConvMode mode = parse_mode(mode_str);
   check_conv_grad_weight_args(x_in, grad_in, scale, to_resample(mode), kernel_size);
-  check_cuda(x_in, op);
+  check_on_device(x_in, op);
 
-  const c10::cuda::CUDAGuard guard(x_in.device());
+  const DeviceGuard guard(x_in);
   const int k = int(kernel_size);
   if (x_in.numel() > 0 && grad_in.numel() > 0) {
     at::Tensor fast = grad_weight_fast(x_in, grad_in, scale, mode, k);
@@ -133,6 +132,7 @@ at::Tensor conv2d_resample_grad_weight_cuda(const at::Tensor& x_in, const at::Te
   const at::ScalarType acc_type = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   at::Tensor partial = at::empty({chunks, nw}, x.options().dtype(acc_type));
   const cudaStream_t stream = current_stream();
+  record_kernel_path("grad_weight.simple");
   PROGAN_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv2d_resample_grad_weight_cuda", [&] {
     using acc = acc_t<scalar_t>;
     const dim3 grid{unsigned(nw), unsigned(chunks)};
@@ -141,29 +141,27 @@ at::Tensor conv2d_resample_grad_weight_cuda(const at::Tensor& x_in, const at::Te
     acc* pp = partial.mutable_data_ptr<acc>();
     switch (mode) {
       case ConvMode::Same:
-        grad_weight_partial_kernel<scalar_t, ConvMode::Same>
-            <<<grid, 256, 0, stream>>>(xp, gp, pp, geom, k, cl, chunk_len);
+        PROGAN_LAUNCH((grad_weight_partial_kernel<scalar_t, ConvMode::Same>), grid, 256, 0, stream, xp, gp, pp, geom,
+                      k, cl, chunk_len);
         break;
       case ConvMode::Up:
-        grad_weight_partial_kernel<scalar_t, ConvMode::Up>
-            <<<grid, 256, 0, stream>>>(xp, gp, pp, geom, k, cl, chunk_len);
+        PROGAN_LAUNCH((grad_weight_partial_kernel<scalar_t, ConvMode::Up>), grid, 256, 0, stream, xp, gp, pp, geom, k,
+                      cl, chunk_len);
         break;
       case ConvMode::Down:
-        grad_weight_partial_kernel<scalar_t, ConvMode::Down>
-            <<<grid, 256, 0, stream>>>(xp, gp, pp, geom, k, cl, chunk_len);
+        PROGAN_LAUNCH((grad_weight_partial_kernel<scalar_t, ConvMode::Down>), grid, 256, 0, stream, xp, gp, pp, geom,
+                      k, cl, chunk_len);
         break;
     }
-    PROGAN_CUDA_CHECK_LAUNCH();
-    grad_weight_finish_kernel<scalar_t><<<blocks_for(nw, 256), 256, 0, stream>>>(
-        partial.const_data_ptr<acc>(), gw.mutable_data_ptr<scalar_t>(), nw, chunks, acc(scale));
-    PROGAN_CUDA_CHECK_LAUNCH();
+    PROGAN_LAUNCH(grad_weight_finish_kernel<scalar_t>, blocks_for(nw, 256), 256, 0, stream,
+                  partial.const_data_ptr<acc>(), gw.mutable_data_ptr<scalar_t>(), nw, chunks, acc(scale));
   });
   return gw;
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(progan_ext, CUDA, m) {
+PROGAN_CUDA_KERNELS(m) {
   m.impl("conv2d_resample", &conv2d_resample_cuda);
   m.impl("conv2d_resample_grad_weight", &conv2d_resample_grad_weight_cuda);
 }

@@ -9,14 +9,15 @@
 #include <ATen/ops/constant_pad_nd.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/stack.h>
-#include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
+#include <torch/version.h>
 
 #include <cmath>
 #include <string>
 
 #include "../common.h"
 #include "conv_igemm.cuh"
+#include "launch.cuh"
 
 namespace progan_ext {
 namespace cuda {
@@ -29,9 +30,6 @@ inline Resample to_resample(ConvMode m) { return static_cast<Resample>(static_ca
 inline ConvMode parse_mode(c10::string_view mode) { return static_cast<ConvMode>(static_cast<int>(parse_resample(mode))); }
 inline int64_t resampled(int64_t in, ConvMode m) { return resampled_size(in, to_resample(m)); }
 
-inline void check_cuda(const at::Tensor& x, const char* op) {
-  TORCH_CHECK_VALUE(x.is_cuda(), op, ": x must be a CUDA tensor");
-}
 
 // ---- effective kernels ----------------------------------------------------------------------------
 // Per axis (dim d of size 3) the linear maps of the design note in conv_igemm.cuh.
@@ -69,34 +67,40 @@ inline unsigned blocks_for(int64_t n, int threads) { return grid_for(n, threads,
 
 // ---- fast path selection ----------------------------------------------------------------------
 // Preconditions of igemm::conv_igemm_kernel (checked by conv_forward_impl): device sm_80+ (cp.async,
-// bf16 / TF32 WMMA); half or bfloat16, or float32 when TF32 is allowed for convolutions
-// (torch.backends.cudnn.allow_tf32, as PyTorch's own convs); Cin % (16 B / element size) == 0 (a
-// 16-byte chunk along Cin never straddles the end of a pixel's channels); x (made NHWC) and the
-// packed weights 16-byte aligned (checked on the actual pointers); ceil(Cout/BN) <= 65535 (grid.y),
-// ceil(M/BM) < 2^31 (grid.x).
-inline bool device_is_sm80_plus(const at::Tensor& x) {
-  int major = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, x.get_device()));
-  return major >= 8;
+// bf16 / TF32 WMMA) and the kernel built for it (tensor_core_kernel_usable); half or bfloat16, or
+// float32 when TF32 is allowed for convolutions (conv_tf32_allowed, as PyTorch's own convs);
+// Cin % (16 B / element size) == 0 (a 16-byte chunk along Cin never straddles the end of a
+// pixel's channels); x (made NHWC) and the packed weights 16-byte aligned (checked on the actual
+// pointers); ceil(Cout/BN) <= 65535 (grid.y), ceil(M/BM) < 2^31 (grid.x).
+
+// Whether float32 convolutions may use TF32: torch.backends.cudnn.conv.fp32_precision (or the
+// older allow_tf32). Recent PyTorch keys the setting per op, and the query without an op throws
+// when a user has set only some ops' precision.
+inline bool conv_tf32_allowed() {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 9)
+  return at::globalContext().allowTF32CuDNN(at::Float32Op::CONV);
+#elif TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR == 8
+  return at::globalContext().allowTF32CuDNN("conv");
+#else
+  return at::globalContext().allowTF32CuDNN();
+#endif
 }
-// half / bfloat16 tensor cores (the forward and the weight-gradient GEMMs).
-inline bool fast_path_dtype_ok(const at::Tensor& x) {
-  if (x.scalar_type() != at::kHalf && x.scalar_type() != at::kBFloat16) return false;
-  return device_is_sm80_plus(x);
-}
-// The forward GEMM also takes float32 through TF32 when PyTorch would.
-inline bool forward_fast_dtype_ok(const at::Tensor& x) {
-  if (x.scalar_type() == at::kFloat) return at::globalContext().allowTF32CuDNN() && device_is_sm80_plus(x);
-  return fast_path_dtype_ok(x);
+
+// A tensor-core kernel may run when the device is sm_80+ and the kernel's code was generated for
+// sm_80+ (an arch list with only older PTX would JIT its __trap() body on the newer GPU).
+template <typename K>
+inline bool tensor_core_kernel_usable(const at::Tensor& x, K kernel) {
+  return device_sm(x) >= 80 && kernel_ptx_arch(kernel) >= 80;
 }
 
 template <typename T, ConvMode M>
-void launch_igemm(const dim3& grid, cudaStream_t stream, const at::Tensor& x, const at::Tensor& wt,
-                  const at::Tensor& bias_f, at::Tensor& y, at::Tensor& pre, const igemm::FastParams& p) {
-  igemm::conv_igemm_kernel<T, M><<<grid, igemm::kThreads, 0, stream>>>(
-      x.const_data_ptr<T>(), wt.const_data_ptr<T>(), bias_f.defined() ? bias_f.const_data_ptr<float>() : nullptr,
-      y.mutable_data_ptr<T>(), pre.defined() ? pre.mutable_data_ptr<float>() : nullptr, p);
-  PROGAN_CUDA_CHECK_LAUNCH();
+bool try_launch_igemm(const dim3& grid, cudaStream_t stream, const at::Tensor& x, const at::Tensor& wt,
+                      const at::Tensor& bias_f, at::Tensor& y, at::Tensor& pre, const igemm::FastParams& p) {
+  if (!tensor_core_kernel_usable(x, &igemm::conv_igemm_kernel<T, M>)) return false;
+  PROGAN_LAUNCH((igemm::conv_igemm_kernel<T, M>), grid, igemm::kThreads, 0, stream, x.const_data_ptr<T>(),
+                wt.const_data_ptr<T>(), bias_f.defined() ? bias_f.const_data_ptr<float>() : nullptr,
+                y.mutable_data_ptr<T>(), pre.defined() ? pre.mutable_data_ptr<float>() : nullptr, p);
+  return true;
 }
 
 // The forward computation y = epilogue(conv_M(x, W_eff)), scale folded into W_eff; bias may be
@@ -105,7 +109,7 @@ void launch_igemm(const dim3& grid, cudaStream_t stream, const at::Tensor& x, co
 template <ConvMode M>
 at::Tensor conv_forward_impl(const at::Tensor& x_in, const at::Tensor& weight, const at::Tensor& bias,
                              double scale, bool lrelu, double alpha, bool pixel_norm) {
-  const c10::cuda::CUDAGuard guard(x_in.device());
+  const DeviceGuard guard(x_in);
   const auto fmt = layout_of(x_in);
   const bool cl = fmt == at::MemoryFormat::ChannelsLast;
   const int k = int(weight.size(2));
@@ -119,14 +123,17 @@ at::Tensor conv_forward_impl(const at::Tensor& x_in, const at::Tensor& weight, c
   auto norm_pass = [&](const at::Tensor& pre) {
     PROGAN_DISPATCH_FLOATING_TYPES(y.scalar_type(), "conv_pixel_norm_cuda", [&] {
       const int64_t pixels = g.N * g.Ho * g.Wo;
-      pixel_norm_rows_kernel<scalar_t><<<blocks_for(pixels, 256), 256, 0, stream>>>(
-          pre.const_data_ptr<acc_t<scalar_t>>(), y.mutable_data_ptr<scalar_t>(), g.N, g.Cout, g.Ho * g.Wo, cl);
-      PROGAN_CUDA_CHECK_LAUNCH();
+      record_kernel_path("conv.norm_pass");
+      PROGAN_LAUNCH(pixel_norm_rows_kernel<scalar_t>, blocks_for(pixels, 256), 256, 0, stream,
+                    pre.const_data_ptr<acc_t<scalar_t>>(), y.mutable_data_ptr<scalar_t>(), g.N, g.Cout,
+                    g.Ho * g.Wo, cl);
     });
   };
 
   const int64_t vec = 16 / int64_t(x_in.element_size());  // elements per 16-byte copy
-  if (forward_fast_dtype_ok(x_in) && g.Cin % vec == 0 && ceil_div(g.Cout, igemm::kBN) <= 65535) {
+  const at::ScalarType dt = x_in.scalar_type();
+  const bool fast_dtype = dt == at::kHalf || dt == at::kBFloat16 || (dt == at::kFloat && conv_tf32_allowed());
+  if (fast_dtype && g.Cin % vec == 0 && ceil_div(g.Cout, igemm::kBN) <= 65535) {
     const at::Tensor x = x_in.contiguous(at::MemoryFormat::ChannelsLast);  // NHWC for the A loader
     // wt [P][kt*kt][Cin][CoutP] in the input dtype, Cout zero-padded to a multiple of `vec`.
     const int64_t coutp = ceil_div(g.Cout, vec) * vec;
@@ -150,14 +157,15 @@ at::Tensor conv_forward_impl(const at::Tensor& x_in, const at::Tensor& weight, c
       at::Tensor pre;
       if (pixel_norm && !p.norm_in_tile) pre = at::empty({y.numel()}, y.options().dtype(at::kFloat));
       const dim3 grid{unsigned(gx), unsigned(ceil_div(g.Cout, igemm::kBN)), unsigned(g.phases)};
-      if (x.scalar_type() == at::kHalf)
-        launch_igemm<c10::Half, M>(grid, stream, x, wt, bias_f, y, pre, p);
-      else if (x.scalar_type() == at::kBFloat16)
-        launch_igemm<c10::BFloat16, M>(grid, stream, x, wt, bias_f, y, pre, p);
-      else
-        launch_igemm<float, M>(grid, stream, x, wt, bias_f, y, pre, p);
-      if (pre.defined()) norm_pass(pre);
-      return y;
+      const bool ran = dt == at::kHalf       ? try_launch_igemm<c10::Half, M>(grid, stream, x, wt, bias_f, y, pre, p)
+                       : dt == at::kBFloat16 ? try_launch_igemm<c10::BFloat16, M>(grid, stream, x, wt, bias_f, y, pre, p)
+                                             : try_launch_igemm<float, M>(grid, stream, x, wt, bias_f, y, pre, p);
+      if (ran) {
+        record_kernel_path(dt == at::kFloat ? "conv.igemm_tf32" : "conv.igemm");
+        if (p.norm_in_tile) record_kernel_path("conv.norm_in_tile");
+        if (pre.defined()) norm_pass(pre);
+        return y;
+      }
     }
   }
 
@@ -167,13 +175,13 @@ at::Tensor conv_forward_impl(const at::Tensor& x_in, const at::Tensor& weight, c
   const at::Tensor b = bias.defined() ? bias.contiguous() : at::Tensor();
   at::Tensor pre;
   if (pixel_norm) pre = at::empty({y.numel()}, y.options().dtype(acc_type));
+  record_kernel_path("conv.simple");
   PROGAN_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv_simple_cuda", [&] {
     using acc = acc_t<scalar_t>;
-    conv_simple_kernel<scalar_t, M><<<blocks_for(y.numel(), 256), 256, 0, stream>>>(
-        x.const_data_ptr<scalar_t>(), weff.const_data_ptr<acc>(),
-        b.defined() ? b.const_data_ptr<scalar_t>() : nullptr, y.mutable_data_ptr<scalar_t>(),
-        pre.defined() ? pre.mutable_data_ptr<acc>() : nullptr, g, cl, lrelu, acc(alpha));
-    PROGAN_CUDA_CHECK_LAUNCH();
+    PROGAN_LAUNCH((conv_simple_kernel<scalar_t, M>), blocks_for(y.numel(), 256), 256, 0, stream,
+                  x.const_data_ptr<scalar_t>(), weff.const_data_ptr<acc>(),
+                  b.defined() ? b.const_data_ptr<scalar_t>() : nullptr, y.mutable_data_ptr<scalar_t>(),
+                  pre.defined() ? pre.mutable_data_ptr<acc>() : nullptr, g, cl, lrelu, acc(alpha));
   });
   if (pixel_norm) norm_pass(pre);
   return y;

@@ -1,18 +1,8 @@
-// Device side of the equalized-LR convolutions (eq_conv2d, upsample_conv2d, conv2d_downsample,
-// conv2d_resample, conv2d_resample_grad_weight). No ATen headers here: host code lives in
+// Tensor-core (implicit-GEMM) convolution kernels of the equalized-LR convolutions, and the design
+// note of every conv path. Geometry: conv_geom.cuh; simple kernels: conv_simple.cuh; host code:
 // conv_common.cuh.
 //
-// ---- Design note ---------------------------------------------------------------------------------
-// Every forward op is ONE formula over an "effective" kernel W_eff[P][Cout][Cin][kt][kt] that the
-// host builds with small tensor ops (the equalized scale gain/sqrt(Cin*k*k) folded in):
-//   mode SAME (k odd):  P = 1, kt = k, input row  iy = oy - k/2 + ty
-//   mode UP   (k = 3):  P = 4 phases (py,px) = output parity, kt = 2,
-//                       iy = (oy>>1) + py - 1 + ty   (per axis: parity 0 taps x[i-1]*w0, x[i]*(w1+w2);
-//                       parity 1 taps x[i]*(w0+w1), x[i+1]*w2). The upsampled tensor never exists.
-//   mode DOWN (k = 3):  P = 1, kt = 4, iy = 2*oy - 1 + ty, W_eff = D w D^T / 4 with
-//                       D = [[1,0,0],[1,1,0],[0,1,1],[0,0,1]] (3x3 conv + 2x2 average pool).
-// (the same for columns). Out-of-image taps read zero (padding).
-//
+// ---- Design note (continued from conv_geom.cuh) ---------------------------------------------------
 // Two forward paths, chosen on the host (conv_common.cuh, conv_forward_impl):
 //  * simple path (any dtype incl. float64, any layout/shape): one thread per output element,
 //    accumulating in acc_t over Cin x taps in a fixed order. Obviously correct, slow.
@@ -54,179 +44,10 @@
 // --------------------------------------------------------------------------------------------------
 #pragma once
 
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <mma.h>
-
-#include "device_utils.cuh"
+#include "conv_simple.cuh"
 
 namespace progan_ext {
 namespace cuda {
-
-enum class ConvMode : int { Same = 0, Up = 1, Down = 2 };
-
-// Geometry shared by every conv kernel. Output is [N, Cout, Ho, Wo]; input [N, Cin, H, W].
-struct ConvGeom {
-  int64_t N, Cin, H, W, Cout, Ho, Wo;
-  int kt;       // taps per axis of the effective kernel
-  int pad;      // SAME: k/2
-  int phases;   // 4 for UP, else 1
-};
-
-// Input row (or column) of tap 0 for output row o, and the output's parity (UP).
-template <ConvMode M>
-__device__ __forceinline__ int64_t tap0(int64_t o, int pad) {
-  if constexpr (M == ConvMode::Same) return o - pad;
-  else if constexpr (M == ConvMode::Up) return (o >> 1) + (o & 1) - 1;
-  else return 2 * o - 1;
-}
-
-// Element strides of a contiguous tensor in NCHW (cl = false) or NHWC (cl = true) memory.
-struct Strides4 {
-  int64_t n, c, h, w;
-};
-
-__host__ __device__ inline Strides4 strides_of(int64_t C, int64_t H, int64_t W, bool cl) {
-  return cl ? Strides4{H * W * C, 1, W * C, C} : Strides4{C * H * W, H * W, W, 1};
-}
-
-template <typename acc>
-__device__ __forceinline__ acc apply_act(acc v, bool lrelu, acc alpha) {
-  return (lrelu && v < acc(0)) ? v * alpha : v;
-}
-
-// ================================ simple path ================================================
-// One thread per output element, e in [0, N*Cout*Ho*Wo), e enumerating the output in ITS memory
-// order (so stores are coalesced and y[e] is the element's address). w: W_eff in acc_t,
-// [P][Cout][Cin][kt][kt] contiguous. If `pre` is non-null the fp32/fp64 pre-norm value goes there
-// (same order as y) and y is written later by pixel_norm_rows_kernel.
-template <typename T, ConvMode M>
-__global__ void conv_simple_kernel(const T* __restrict__ x, const acc_t<T>* __restrict__ w,
-                                   const T* __restrict__ bias, T* __restrict__ y, acc_t<T>* __restrict__ pre,
-                                   ConvGeom g, bool channels_last, bool lrelu, acc_t<T> alpha) {
-  using acc = acc_t<T>;
-  const int64_t total = g.N * g.Cout * g.Ho * g.Wo;
-  const Strides4 sx = strides_of(g.Cin, g.H, g.W, channels_last);
-  const int kk = g.kt * g.kt;
-  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total;
-       e += int64_t(gridDim.x) * blockDim.x) {
-    int64_t n, co, oy, ox, r = e;
-    if (channels_last) {
-      co = r % g.Cout; r /= g.Cout;
-      ox = r % g.Wo; r /= g.Wo;
-      oy = r % g.Ho; n = r / g.Ho;
-    } else {
-      ox = r % g.Wo; r /= g.Wo;
-      oy = r % g.Ho; r /= g.Ho;
-      co = r % g.Cout; n = r / g.Cout;
-    }
-    const int phase = M == ConvMode::Up ? int((oy & 1) * 2 + (ox & 1)) : 0;
-    const int64_t iy0 = tap0<M>(oy, g.pad), ix0 = tap0<M>(ox, g.pad);
-    const acc* wp = w + (int64_t(phase) * g.Cout + co) * g.Cin * kk;
-    const T* xn = x + n * sx.n;
-    acc s = acc(0);
-    for (int64_t ci = 0; ci < g.Cin; ++ci) {
-      const T* xc = xn + ci * sx.c;
-      const acc* wc = wp + ci * kk;
-      for (int ty = 0; ty < g.kt; ++ty) {
-        const int64_t iy = iy0 + ty;
-        if (iy < 0 || iy >= g.H) continue;  // zero padding
-        for (int tx = 0; tx < g.kt; ++tx) {
-          const int64_t ix = ix0 + tx;
-          if (ix < 0 || ix >= g.W) continue;
-          s += wc[ty * g.kt + tx] * static_cast<acc>(xc[iy * sx.h + ix * sx.w]);
-        }
-      }
-    }
-    if (bias != nullptr) s += static_cast<acc>(bias[co]);
-    s = apply_act(s, lrelu, alpha);
-    if (pre != nullptr) pre[e] = s;
-    else y[e] = static_cast<T>(s);
-  }
-}
-
-// Pixel norm over the Cout channels of each output pixel, reading the pre-norm values `pre`
-// (laid out like y) and writing y. One thread per pixel, channels summed in order 0..C-1
-// (deterministic). y = v * rsqrt(mean_c v^2 + 1e-8).
-template <typename T>
-__global__ void pixel_norm_rows_kernel(const acc_t<T>* __restrict__ pre, T* __restrict__ y, int64_t N,
-                                       int64_t C, int64_t S, bool channels_last) {
-  using acc = acc_t<T>;
-  for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < N * S;
-       p += int64_t(gridDim.x) * blockDim.x) {
-    // Offset of channel 0 of pixel p and the channel stride, per layout.
-    const int64_t base = channels_last ? p * C : (p / S) * C * S + p % S;
-    const int64_t cs = channels_last ? 1 : S;
-    acc ss = acc(0);
-    for (int64_t c = 0; c < C; ++c) {
-      const acc v = pre[base + c * cs];
-      ss += v * v;
-    }
-    const acc r = acc(1) / sqrt(ss / acc(C) + acc(1e-8));
-    for (int64_t c = 0; c < C; ++c) y[base + c * cs] = static_cast<T>(pre[base + c * cs] * r);
-  }
-}
-
-// ================================ grad weight (simple, deterministic) ========================
-// Partial sums: block (widx = blockIdx.x, chunk = blockIdx.y) reduces pixels
-// [chunk*chunk_len, min(P, (chunk+1)*chunk_len)) of P = N*Ho*Wo output pixels for the weight
-// element widx = ((co*Cin + ci)*k + ky)*k + kx of the ORIGINAL k x k kernel, straight from the
-// definition of each mode:
-//   SAME: g[n,co,oy,ox] * x[n,ci,oy+ky-pad, ox+kx-pad]
-//   UP:   g[n,co,oy,ox] * x[n,ci,(oy+ky-1)>>1, (ox+kx-1)>>1]   (upsampled coords in [0,2H))
-//   DOWN: g[n,co,oy,ox] * sum_{dy,dx in 0,1} x[n,ci,2oy+dy+ky-1, 2ox+dx+kx-1] / 4
-// x and g share the layout flag (both made contiguous in x's format on the host).
-template <typename T, ConvMode M>
-__global__ void grad_weight_partial_kernel(const T* __restrict__ x, const T* __restrict__ gout,
-                                           acc_t<T>* __restrict__ partial, ConvGeom g, int k,
-                                           bool channels_last, int64_t chunk_len) {
-  using acc = acc_t<T>;
-  __shared__ acc scratch[32];
-  const int64_t nw = g.Cout * g.Cin * k * k;
-  const int64_t widx = blockIdx.x;
-  const int kx = int(widx % k), ky = int((widx / k) % k);
-  const int64_t ci = (widx / (int64_t(k) * k)) % g.Cin, co = widx / (int64_t(k) * k * g.Cin);
-  const Strides4 sx = strides_of(g.Cin, g.H, g.W, channels_last);
-  const Strides4 sg = strides_of(g.Cout, g.Ho, g.Wo, channels_last);
-  const int64_t P = g.N * g.Ho * g.Wo;
-  const int64_t p0 = int64_t(blockIdx.y) * chunk_len, p1 = p0 + chunk_len < P ? p0 + chunk_len : P;
-  acc s = acc(0);
-  for (int64_t p = p0 + threadIdx.x; p < p1; p += blockDim.x) {
-    const int64_t ox = p % g.Wo, oy = (p / g.Wo) % g.Ho, n = p / (g.Wo * g.Ho);
-    const acc gv = static_cast<acc>(gout[n * sg.n + co * sg.c + oy * sg.h + ox * sg.w]);
-    const T* xc = x + n * sx.n + ci * sx.c;
-    acc xv = acc(0);
-    if constexpr (M == ConvMode::Same) {
-      const int64_t iy = oy + ky - g.pad, ix = ox + kx - g.pad;
-      if (iy >= 0 && iy < g.H && ix >= 0 && ix < g.W) xv = static_cast<acc>(xc[iy * sx.h + ix * sx.w]);
-    } else if constexpr (M == ConvMode::Up) {
-      const int64_t uy = oy + ky - 1, ux = ox + kx - 1;  // in the (virtual) upsampled image
-      if (uy >= 0 && uy < 2 * g.H && ux >= 0 && ux < 2 * g.W)
-        xv = static_cast<acc>(xc[(uy >> 1) * sx.h + (ux >> 1) * sx.w]);
-    } else {
-      for (int dy = 0; dy < 2; ++dy)
-        for (int dx = 0; dx < 2; ++dx) {
-          const int64_t iy = 2 * oy + dy + ky - 1, ix = 2 * ox + dx + kx - 1;
-          if (iy >= 0 && iy < g.H && ix >= 0 && ix < g.W) xv += static_cast<acc>(xc[iy * sx.h + ix * sx.w]);
-        }
-      xv *= acc(0.25);
-    }
-    s += gv * xv;
-  }
-  s = block_sum(s, scratch);  // fixed order: deterministic
-  if (threadIdx.x == 0) partial[int64_t(blockIdx.y) * nw + widx] = s;
-}
-
-// grad_w[i] = scale * sum_{c < chunks} partial[c][i], summed in chunk order.
-template <typename T>
-__global__ void grad_weight_finish_kernel(const acc_t<T>* __restrict__ partial, T* __restrict__ gw, int64_t nw,
-                                          int64_t chunks, acc_t<T> scale) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < nw; i += int64_t(gridDim.x) * blockDim.x) {
-    acc_t<T> s = 0;
-    for (int64_t c = 0; c < chunks; ++c) s += partial[c * nw + i];
-    gw[i] = static_cast<T>(s * scale);
-  }
-}
 
 // ================================ implicit-GEMM fast path (fp16 / bf16, sm_80+) =============
 namespace igemm {
@@ -256,31 +77,6 @@ struct Tile {
   static_assert((16 * kLdA * sizeof(T)) % 32 == 0 && (8 * kLdB * sizeof(T)) % 32 == 0,
                 "fragment row offsets (16 A rows, 8|16 B rows) keep 32-byte alignment");
 };
-
-// 16-byte global -> shared copy; zero-fills the destination when !valid (src is then not read,
-// but must still be a valid address: callers pass the tensor base). cp.async on sm_80+.
-__device__ __forceinline__ void copy16(void* smem_dst, const void* gsrc, bool valid) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem_dst));
-  const int src_bytes = valid ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gsrc), "r"(src_bytes));
-#else
-  uint4 v = make_uint4(0, 0, 0, 0);
-  if (valid) v = *reinterpret_cast<const uint4*>(gsrc);
-  *reinterpret_cast<uint4*>(smem_dst) = v;
-#endif
-}
-__device__ __forceinline__ void copy_commit() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile("cp.async.commit_group;\n" ::);
-#endif
-}
-template <int N>
-__device__ __forceinline__ void copy_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-#endif
-}
 
 template <typename T> struct WmmaType;
 template <> struct WmmaType<c10::Half> { using type = __half; };
@@ -320,8 +116,8 @@ template <typename T, ConvMode M>
 __global__ void __launch_bounds__(kThreads)
 conv_igemm_kernel(const T* __restrict__ x, const T* __restrict__ wt, const float* __restrict__ bias,
                   T* __restrict__ y, float* __restrict__ pre, FastParams p) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
-  __trap();  // never launched: the host dispatches here only on sm_80+ (bf16 WMMA, cp.async)
+#if PROGAN_CUDA_ARCH > 0 && PROGAN_CUDA_ARCH < 800
+  __trap();  // never launched: the host dispatches here only when built for sm_80+ (bf16 WMMA, cp.async)
 #else
   using W = typename Mma<T>::W;
   using Prec = typename Mma<T>::Prec;
@@ -330,7 +126,7 @@ conv_igemm_kernel(const T* __restrict__ x, const T* __restrict__ wt, const float
   constexpr int kBK = TL::kBK, kVecE = TL::kVecE, kLdA = TL::kLdA, kLdB = TL::kLdB;
   constexpr int kStageA = TL::kStageA, kStageB = TL::kStageB;
   using namespace nvcuda;
-  __shared__ __align__(128) unsigned char smem[TL::kSmemBytes];
+  PROGAN_SHARED_ALIGNED(unsigned char, smem, TL::kSmemBytes, 128);
   T* sA = reinterpret_cast<T*>(smem);                 // [2][BM][kLdA]
   T* sB = reinterpret_cast<T*>(smem) + 2 * kStageA;   // [2][BK][kLdB]
   float* sC = reinterpret_cast<float*>(smem);         // [BM][kLdC], after the main loop
@@ -385,12 +181,12 @@ conv_igemm_kernel(const T* __restrict__ x, const T* __restrict__ wt, const float
       // Cin % kVecE == 0, so a chunk starting below Cin lies entirely below Cin.
       const bool ok = a_ok[i] && iy >= 0 && iy < g.H && ix >= 0 && ix < g.W && c < g.Cin;
       const T* src = ok ? a_img[i] + (iy * g.W + ix) * g.Cin + c : x;
-      copy16(dA + (tid / 4 + 64 * i) * kLdA + kVecE * a_chunk, src, ok);  // 16 B aligned: row pitch 80 B
+      async_copy16(dA + (tid / 4 + 64 * i) * kLdA + kVecE * a_chunk, src, ok);  // 16 B aligned: row pitch 80 B
     }
     const int64_t ci = c0 + b_row;
     const bool okb = b_col_ok && ci < g.Cin;
     const T* srcb = okb ? wphase + (int64_t(tap) * g.Cin + ci) * p.CoutP + b_col : wt;
-    copy16(sB + stage * kStageB + b_row * kLdB + kVecE * b_chunk, srcb, okb);  // pitch 144|272 B = 16 B multiple
+    async_copy16(sB + stage * kStageB + b_row * kLdB + kVecE * b_chunk, srcb, okb);  // pitch 144|272 B = 16 B multiple
   };
 
   wmma::fragment<wmma::accumulator, 16, 16, kK, float> acc[2][2];
@@ -401,17 +197,17 @@ conv_igemm_kernel(const T* __restrict__ x, const T* __restrict__ wt, const float
   const int wm = (warp / 2) * 32, wn = (warp % 2) * 32;
 
   load_stage(0, 0);
-  copy_commit();
+  async_copy_commit();
   for (int64_t ks = 0; ks < ksteps; ++ks) {
     const int stage = int(ks & 1);
     if (ks + 1 < ksteps) {
       // Safe to overwrite stage^1: the trailing barrier of iteration ks-1 ensured every warp
       // finished reading it.
       load_stage(ks + 1, stage ^ 1);
-      copy_commit();
-      copy_wait<1>();  // this thread's copies for stage `stage` have landed
+      async_copy_commit();
+      async_copy_wait<1>();  // this thread's copies for stage `stage` have landed
     } else {
-      copy_wait<0>();
+      async_copy_wait<0>();
     }
     __syncthreads();  // ... and everyone else's too
     const T* tA = sA + stage * kStageA;
@@ -536,12 +332,12 @@ template <typename T, ConvMode M>
 __global__ void __launch_bounds__(kThreads)
 grad_weight_igemm_kernel(const T* __restrict__ x, const T* __restrict__ gout, float* __restrict__ partial,
                          GradWeightParams p) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
-  __trap();  // never launched: the host dispatches here only on sm_80+
+#if PROGAN_CUDA_ARCH > 0 && PROGAN_CUDA_ARCH < 800
+  __trap();  // never launched: the host dispatches here only when built for sm_80+
 #else
   using W = typename WmmaType<T>::type;
   using namespace nvcuda;
-  __shared__ __align__(128) unsigned char smem[kGwSmemBytes];
+  PROGAN_SHARED_ALIGNED(unsigned char, smem, kGwSmemBytes, 128);
   T* sA = reinterpret_cast<T*>(smem);                 // [2][32 px][kGwLd]  (ci contiguous)
   T* sB = reinterpret_cast<T*>(smem) + 2 * kGwStage;  // [2][32 px][kGwLd]  (co contiguous)
   float* sC = reinterpret_cast<float*>(smem);         // [64 ci][kGwLdC], after the main loop
@@ -575,11 +371,11 @@ grad_weight_igemm_kernel(const T* __restrict__ x, const T* __restrict__ gout, fl
     const int64_t c = ci0 + 8 * ch;
     const bool oka = ok && iy >= 0 && iy < g.H && ix >= 0 && ix < g.W && c < g.Cin;
     const T* srca = oka ? x + ((n * g.H + iy) * g.W + ix) * g.Cin + c : x;
-    copy16(sA + stage * kGwStage + row * kGwLd + 8 * ch, srca, oka);  // 144 B rows, 16 B chunks: aligned
+    async_copy16(sA + stage * kGwStage + row * kGwLd + 8 * ch, srca, oka);  // 144 B rows, 16 B chunks: aligned
     const int64_t co = co0 + 8 * ch;
     const bool okb = ok && co < g.Cout;
     const T* srcb = okb ? gout + ((n * g.Ho + oy) * g.Wo + ox) * g.Cout + co : gout;
-    copy16(sB + stage * kGwStage + row * kGwLd + 8 * ch, srcb, okb);
+    async_copy16(sB + stage * kGwStage + row * kGwLd + 8 * ch, srcb, okb);
   };
 
   wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2];
@@ -588,15 +384,15 @@ grad_weight_igemm_kernel(const T* __restrict__ x, const T* __restrict__ gout, fl
   const int wi = 16 * (warp % 4), wj = 32 * (warp / 4);
 
   load_stage(0, 0);
-  copy_commit();
+  async_copy_commit();
   for (int64_t ks = 0; ks < ksteps; ++ks) {
     const int stage = int(ks & 1);
     if (ks + 1 < ksteps) {
       load_stage(ks + 1, stage ^ 1);  // stage^1 was released by the trailing barrier of ks-1
-      copy_commit();
-      copy_wait<1>();
+      async_copy_commit();
+      async_copy_wait<1>();
     } else {
-      copy_wait<0>();
+      async_copy_wait<0>();
     }
     __syncthreads();  // every thread's copies of `stage` visible
     const T* tA = sA + stage * kGwStage;

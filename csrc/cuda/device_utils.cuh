@@ -1,18 +1,17 @@
 // Device helpers shared by every CUDA kernel of progan_ext: accumulation types, 16-byte vector
-// access, warp/block reductions and launch bookkeeping. Kept free of heavy ATen headers so that
-// kernel files compile quickly.
+// access, warp/block reductions and grid sizing. Kept free of heavy ATen headers so that kernel
+// files compile quickly; the same code compiles with nvcc and in the emulated build (platform.cuh).
 #pragma once
 
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAStream.h>
 #include <c10/macros/Macros.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
-#include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>
+
+#include "platform.cuh"
 
 namespace progan_ext {
 namespace cuda {
@@ -50,7 +49,8 @@ __device__ __forceinline__ T warp_sum(T v) {
 }
 
 // Sum over the block, in a fixed order (deterministic). `scratch` holds >= 32 values; every
-// thread of the block must call it; all threads get the result.
+// thread of the block must call it (blockDim.x a multiple of 32: warp_sum's full mask); all
+// threads get the result.
 template <typename T>
 __device__ __forceinline__ T block_sum(T v, T* scratch) {
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = (blockDim.x + 31) / 32;
@@ -62,6 +62,18 @@ __device__ __forceinline__ T block_sum(T v, T* scratch) {
   return warp_sum(v);
 }
 
+// Whether the leaky ReLU that produced output y had a positive input: y > 0, except that a 16-bit
+// output rounds a tiny positive input to +0 (and a tiny negative one, times alpha, to -0), so for
+// half and bfloat16 the sign of a zero output decides. An input of exactly +0 then gets slope 1
+// (PyTorch's leaky_relu takes alpha there; the derivative is undefined at 0).
+template <typename T>
+__host__ __device__ __forceinline__ bool lrelu_positive(T y) {
+  if constexpr (std::is_same_v<T, c10::Half> || std::is_same_v<T, c10::BFloat16>)
+    return static_cast<float>(y) > 0.f || y.x == 0;  // raw bits 0x0000: +0
+  else
+    return y > T(0);
+}
+
 __host__ __device__ constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // Blocks for a grid-stride loop over n items: enough to fill the GPU, never more than needed.
@@ -69,10 +81,5 @@ inline unsigned grid_for(int64_t n, int threads, int64_t max_blocks = 65535LL * 
   return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(ceil_div(n, threads), max_blocks)));
 }
 
-inline cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
-
 }  // namespace cuda
 }  // namespace progan_ext
-
-// After every launch: turns an asynchronous launch error into a C++ exception with a location.
-#define PROGAN_CUDA_CHECK_LAUNCH() C10_CUDA_KERNEL_LAUNCH_CHECK()

@@ -8,15 +8,16 @@
 // block per (m, f) sums in a fixed order; no atomics.
 //
 // Index j enumerates the (k, p) of one (m, f) in memory order: in NCHW the J values of a
-// sample are contiguous (j = k*HW + p); in channels_last j = p*Cf + k.
+// sample are contiguous (j = k*HW + p); in channels_last j = p*Cf + k. The (m, f) pairs are
+// walked with a grid-stride loop over gridDim.y (at most 65535 in CUDA), so any M*F works. With
+// no channels (J = 0) the statistic is 0/0 = NaN, as in the CPU kernel and the reference.
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <torch/library.h>
 
 #include "../common.h"
 #include "device_utils.cuh"
+#include "launch.cuh"
 
 namespace progan_ext {
 namespace cuda {
@@ -67,33 +68,38 @@ __device__ __forceinline__ void group_moments(const scalar_t* __restrict__ x, co
   s = sqrt(var / T(q.G) + eps);
 }
 
-// grid (j_blocks, M*F): partial[mf * j_blocks + blockIdx.x] = sum of s_j over this block's j.
+// grid (j_blocks, <= 65535): partial[mf * j_blocks + blockIdx.x] = sum of s_j over this block's j,
+// for mf = blockIdx.y, blockIdx.y + gridDim.y, ... (uniform per block: block_sum is safe).
 template <typename scalar_t>
 __global__ void stddev_partial_kernel(const scalar_t* __restrict__ x, Grouping q, acc_t<scalar_t> eps,
                                       acc_t<scalar_t>* __restrict__ partial) {
   using T = acc_t<scalar_t>;
-  __shared__ T scratch[32];
-  const int64_t mf = blockIdx.y, m = mf / q.F, f = mf % q.F;
-  T local = 0;
-  for (int64_t j = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; j < q.J; j += int64_t(gridDim.x) * blockDim.x) {
-    int64_t c, p;
-    q.split_j(j, f, c, p);
-    T mean, s;
-    group_moments(x, q, m, c, p, eps, mean, s);
-    local += s;
+  PROGAN_SHARED(T, scratch, 32);
+  for (int64_t mf = blockIdx.y; mf < q.M * q.F; mf += gridDim.y) {
+    const int64_t m = mf / q.F, f = mf % q.F;
+    T local = 0;
+    for (int64_t j = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; j < q.J; j += int64_t(gridDim.x) * blockDim.x) {
+      int64_t c, p;
+      q.split_j(j, f, c, p);
+      T mean, s;
+      group_moments(x, q, m, c, p, eps, mean, s);
+      local += s;
+    }
+    const T total = block_sum(local, scratch);
+    if (threadIdx.x == 0) partial[mf * gridDim.x + blockIdx.x] = total;
   }
-  const T total = block_sum(local, scratch);
-  if (threadIdx.x == 0) partial[mf * gridDim.x + blockIdx.x] = total;
 }
 
-// One block per (m, f): stat[mf] = (sum of the partials, in order) / J.
+// One thread per (m, f): stat[mf] = (sum of its partials, in order) / J. There are at most
+// 1024 / (M*F) partials per (m, f) (j_mf_grid), so a thread's loop is short when M*F is large.
 template <typename T>
-__global__ void stddev_finish_kernel(const T* __restrict__ partial, int64_t parts, int64_t J, T* __restrict__ stat) {
-  __shared__ T scratch[32];
-  T local = 0;
-  for (int64_t i = threadIdx.x; i < parts; i += blockDim.x) local += partial[blockIdx.x * parts + i];
-  const T total = block_sum(local, scratch);
-  if (threadIdx.x == 0) stat[blockIdx.x] = total / T(J);
+__global__ void stddev_finish_kernel(const T* __restrict__ partial, int64_t parts, int64_t mfs, int64_t J,
+                                     T* __restrict__ stat) {
+  for (int64_t mf = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; mf < mfs; mf += int64_t(gridDim.x) * blockDim.x) {
+    T total = 0;
+    for (int64_t i = 0; i < parts; ++i) total += partial[mf * parts + i];
+    stat[mf] = total / T(J);  // J = 0 (no channels): NaN, as on the CPU
+  }
 }
 
 // Writes channel C+f of every sample: out[n, C+f, p] = stat[(n % M) * F + f].
@@ -112,7 +118,7 @@ template <typename scalar_t>
 __global__ void stddev_grad_stat_kernel(const scalar_t* __restrict__ grad, Grouping q,
                                         acc_t<scalar_t>* __restrict__ gs) {
   using T = acc_t<scalar_t>;
-  __shared__ T scratch[32];
+  PROGAN_SHARED(T, scratch, 32);
   const int64_t mf = blockIdx.x, m = mf / q.F, f = mf % q.F;
   T local = 0;
   for (int64_t i = threadIdx.x; i < q.G * q.HW; i += blockDim.x) {
@@ -123,39 +129,42 @@ __global__ void stddev_grad_stat_kernel(const scalar_t* __restrict__ grad, Group
   if (threadIdx.x == 0) gs[mf] = total;
 }
 
-// grid (j_blocks, M*F): each thread one j, writing the G group members' gradients.
+// grid (j_blocks, <= 65535) over (j, mf): each thread one j, writing the G group members' gradients.
 template <typename scalar_t>
 __global__ void stddev_grad_kernel(const scalar_t* __restrict__ grad, const scalar_t* __restrict__ x, Grouping q,
                                    acc_t<scalar_t> eps, const acc_t<scalar_t>* __restrict__ gs,
                                    scalar_t* __restrict__ gx) {
   using T = acc_t<scalar_t>;
-  const int64_t mf = blockIdx.y, m = mf / q.F, f = mf % q.F;
-  const T scale = gs[mf] / (T(q.J) * T(q.G));
-  for (int64_t j = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; j < q.J; j += int64_t(gridDim.x) * blockDim.x) {
-    int64_t c, p;
-    q.split_j(j, f, c, p);
-    T mean, s;
-    group_moments(x, q, m, c, p, eps, mean, s);
-    for (int64_t g = 0; g < q.G; ++g) {
-      const int64_t n = g * q.M + m;
-      const int64_t o = q.offset(n, c, p, q.C);
-      const T up = static_cast<T>(grad[q.offset(n, c, p, q.C + q.F)]);
-      gx[o] = static_cast<scalar_t>(up + scale * (static_cast<T>(x[o]) - mean) / s);
+  for (int64_t mf = blockIdx.y; mf < q.M * q.F; mf += gridDim.y) {
+    const int64_t m = mf / q.F, f = mf % q.F;
+    const T scale = gs[mf] / (T(q.J) * T(q.G));
+    for (int64_t j = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; j < q.J; j += int64_t(gridDim.x) * blockDim.x) {
+      int64_t c, p;
+      q.split_j(j, f, c, p);
+      T mean, s;
+      group_moments(x, q, m, c, p, eps, mean, s);
+      for (int64_t g = 0; g < q.G; ++g) {
+        const int64_t n = g * q.M + m;
+        const int64_t o = q.offset(n, c, p, q.C);
+        const T up = static_cast<T>(grad[q.offset(n, c, p, q.C + q.F)]);
+        gx[o] = static_cast<scalar_t>(up + scale * (static_cast<T>(x[o]) - mean) / s);
+      }
     }
   }
 }
 
-// Blocks along j for the (j_blocks, M*F) grids: enough to fill the GPU when M*F is small.
-unsigned j_blocks(const Grouping& q) {
-  const int64_t want = std::max<int64_t>(1, 1024 / std::max<int64_t>(1, q.M * q.F));
-  return static_cast<unsigned>(std::min<int64_t>(want, ceil_div(q.J, kThreads)));
+// The (j_blocks, mf_blocks) grids: blocks along j to fill the GPU when M*F is small (at least one,
+// also when J = 0), and along mf at most CUDA's 65535.
+dim3 j_mf_grid(const Grouping& q) {
+  const int64_t mf = q.M * q.F;
+  const int64_t want = std::max<int64_t>(1, 1024 / std::max<int64_t>(1, mf));
+  const int64_t jb = std::max<int64_t>(1, std::min<int64_t>(want, ceil_div(q.J, kThreads)));
+  return dim3(unsigned(jb), unsigned(std::min<int64_t>(mf, 65535)));
 }
 
 at::Tensor minibatch_stddev_cuda(const at::Tensor& x_in, int64_t group_size, int64_t num_features, double eps) {
   check_minibatch_stddev_args(x_in, group_size, num_features, eps);
-  TORCH_CHECK_VALUE(x_in.size(0) / std::min(group_size, x_in.size(0)) * num_features <= 65535,
-                    "minibatch_stddev: too many groups x features for one launch");
-  const c10::cuda::CUDAGuard guard(x_in.device());
+  const DeviceGuard guard(x_in);
   const auto fmt = layout_of(x_in);
   const at::Tensor x = x_in.contiguous(fmt);
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
@@ -164,22 +173,20 @@ at::Tensor minibatch_stddev_cuda(const at::Tensor& x_in, int64_t group_size, int
   if (H * W == 0) return out;
   const Grouping q = make_grouping(x, group_size, num_features);
   const auto acc_dtype = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  const unsigned jb = j_blocks(q);
-  at::Tensor partial = at::empty({q.M * q.F, int64_t(jb)}, x.options().dtype(acc_dtype));
+  const dim3 grid = j_mf_grid(q);
+  at::Tensor partial = at::empty({q.M * q.F, int64_t(grid.x)}, x.options().dtype(acc_dtype));
   at::Tensor stat = at::empty({q.M * q.F}, x.options().dtype(acc_dtype));
   const cudaStream_t stream = current_stream();
+  record_kernel_path("minibatch_stddev");
   PROGAN_DISPATCH_FLOATING_TYPES(x.scalar_type(), "minibatch_stddev_cuda", [&] {
     using T = acc_t<scalar_t>;
     const T e = static_cast<T>(eps);
-    stddev_partial_kernel<scalar_t><<<dim3(jb, unsigned(q.M * q.F)), kThreads, 0, stream>>>(
-        x.const_data_ptr<scalar_t>(), q, e, partial.mutable_data_ptr<T>());
-    PROGAN_CUDA_CHECK_LAUNCH();
-    stddev_finish_kernel<T><<<unsigned(q.M * q.F), kThreads, 0, stream>>>(partial.const_data_ptr<T>(), jb, q.J,
-                                                                          stat.mutable_data_ptr<T>());
-    PROGAN_CUDA_CHECK_LAUNCH();
-    stddev_fill_kernel<scalar_t><<<grid_for(N * q.F * q.HW, kThreads), kThreads, 0, stream>>>(
-        out.mutable_data_ptr<scalar_t>(), q, N, stat.const_data_ptr<T>());
-    PROGAN_CUDA_CHECK_LAUNCH();
+    PROGAN_LAUNCH(stddev_partial_kernel<scalar_t>, grid, kThreads, 0, stream, x.const_data_ptr<scalar_t>(), q, e,
+                  partial.mutable_data_ptr<T>());
+    PROGAN_LAUNCH(stddev_finish_kernel<T>, grid_for(q.M * q.F, kThreads), kThreads, 0, stream,
+                  partial.const_data_ptr<T>(), int64_t(grid.x), q.M * q.F, q.J, stat.mutable_data_ptr<T>());
+    PROGAN_LAUNCH(stddev_fill_kernel<scalar_t>, grid_for(N * q.F * q.HW, kThreads), kThreads, 0, stream,
+                  out.mutable_data_ptr<scalar_t>(), q, N, stat.const_data_ptr<T>());
   });
   return out;
 }
@@ -187,10 +194,7 @@ at::Tensor minibatch_stddev_cuda(const at::Tensor& x_in, int64_t group_size, int
 at::Tensor minibatch_stddev_backward_cuda(const at::Tensor& grad_in, const at::Tensor& x_in, int64_t group_size,
                                           int64_t num_features, double eps) {
   check_minibatch_stddev_backward_args(grad_in, x_in, group_size, num_features, eps);
-  const int64_t N = x_in.size(0);
-  TORCH_CHECK_VALUE(N / std::min(group_size, N) * num_features <= 65535,
-                    "minibatch_stddev: too many groups x features for one launch");
-  const c10::cuda::CUDAGuard guard(x_in.device());
+  const DeviceGuard guard(x_in);
   const auto fmt = layout_of(x_in);
   const at::Tensor x = x_in.contiguous(fmt), g = grad_in.contiguous(fmt);
   at::Tensor gx = at::empty(x.sizes(), x.options().memory_format(fmt));
@@ -199,15 +203,14 @@ at::Tensor minibatch_stddev_backward_cuda(const at::Tensor& grad_in, const at::T
   const auto acc_dtype = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   at::Tensor gs = at::empty({q.M * q.F}, x.options().dtype(acc_dtype));
   const cudaStream_t stream = current_stream();
+  record_kernel_path("minibatch_stddev_backward");
   PROGAN_DISPATCH_FLOATING_TYPES(x.scalar_type(), "minibatch_stddev_backward_cuda", [&] {
     using T = acc_t<scalar_t>;
-    stddev_grad_stat_kernel<scalar_t><<<unsigned(q.M * q.F), kThreads, 0, stream>>>(
-        g.const_data_ptr<scalar_t>(), q, gs.mutable_data_ptr<T>());
-    PROGAN_CUDA_CHECK_LAUNCH();
-    stddev_grad_kernel<scalar_t><<<dim3(j_blocks(q), unsigned(q.M * q.F)), kThreads, 0, stream>>>(
-        g.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), q, static_cast<T>(eps), gs.const_data_ptr<T>(),
-        gx.mutable_data_ptr<scalar_t>());
-    PROGAN_CUDA_CHECK_LAUNCH();
+    PROGAN_LAUNCH(stddev_grad_stat_kernel<scalar_t>, unsigned(q.M * q.F), kThreads, 0, stream,
+                  g.const_data_ptr<scalar_t>(), q, gs.mutable_data_ptr<T>());
+    PROGAN_LAUNCH(stddev_grad_kernel<scalar_t>, j_mf_grid(q), kThreads, 0, stream, g.const_data_ptr<scalar_t>(),
+                  x.const_data_ptr<scalar_t>(), q, static_cast<T>(eps), gs.const_data_ptr<T>(),
+                  gx.mutable_data_ptr<scalar_t>());
   });
   return gx;
 }
@@ -215,7 +218,7 @@ at::Tensor minibatch_stddev_backward_cuda(const at::Tensor& grad_in, const at::T
 }  // namespace
 }  // namespace cuda
 
-TORCH_LIBRARY_IMPL(progan_ext, CUDA, m) {
+PROGAN_CUDA_KERNELS(m) {
   m.impl("minibatch_stddev", &cuda::minibatch_stddev_cuda);
   m.impl("minibatch_stddev_backward", &cuda::minibatch_stddev_backward_cuda);
 }

@@ -12,11 +12,10 @@
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <torch/library.h>
 
 #include "../common.h"
 #include "device_utils.cuh"
+#include "launch.cuh"
 
 namespace progan_ext {
 namespace cuda {
@@ -134,23 +133,29 @@ void launch_pixel_norm(const at::Tensor& x, const at::Tensor* g, at::Tensor& out
   if (rows) {
     const int64_t pixels = N * S;
     const unsigned blocks = grid_for(pixels, kThreads / 32);
-    if (ptrs_aligned && C % V == 0)
-      pixel_norm_rows_kernel<scalar_t, V, kBackward><<<blocks, kThreads, 0, stream>>>(xp, gp, op, pixels, C, e);
-    else
-      pixel_norm_rows_kernel<scalar_t, 1, kBackward><<<blocks, kThreads, 0, stream>>>(xp, gp, op, pixels, C, e);
+    if (ptrs_aligned && C % V == 0) {
+      record_kernel_path("pixel_norm.rows_vec");
+      PROGAN_LAUNCH((pixel_norm_rows_kernel<scalar_t, V, kBackward>), blocks, kThreads, 0, stream, xp, gp, op, pixels,
+                    C, e);
+    } else {
+      record_kernel_path("pixel_norm.rows");
+      PROGAN_LAUNCH((pixel_norm_rows_kernel<scalar_t, 1, kBackward>), blocks, kThreads, 0, stream, xp, gp, op, pixels,
+                    C, e);
+    }
   } else if (ptrs_aligned && S % V == 0) {
-    const unsigned blocks = grid_for(N * S / V, kThreads);
-    pixel_norm_planes_kernel<scalar_t, V, kBackward><<<blocks, kThreads, 0, stream>>>(xp, gp, op, N, C, S, e);
+    record_kernel_path("pixel_norm.planes_vec");
+    PROGAN_LAUNCH((pixel_norm_planes_kernel<scalar_t, V, kBackward>), grid_for(N * S / V, kThreads), kThreads, 0,
+                  stream, xp, gp, op, N, C, S, e);
   } else {
-    const unsigned blocks = grid_for(N * S, kThreads);
-    pixel_norm_planes_kernel<scalar_t, 1, kBackward><<<blocks, kThreads, 0, stream>>>(xp, gp, op, N, C, S, e);
+    record_kernel_path("pixel_norm.planes");
+    PROGAN_LAUNCH((pixel_norm_planes_kernel<scalar_t, 1, kBackward>), grid_for(N * S, kThreads), kThreads, 0, stream,
+                  xp, gp, op, N, C, S, e);
   }
-  PROGAN_CUDA_CHECK_LAUNCH();
 }
 
 at::Tensor pixel_norm_cuda(const at::Tensor& x_in, double eps) {
   check_pixel_norm_args(x_in, eps);
-  const c10::cuda::CUDAGuard guard(x_in.device());
+  const DeviceGuard guard(x_in);
   const auto fmt = layout_of(x_in);
   const at::Tensor x = x_in.contiguous(fmt);
   at::Tensor y = at::empty(x.sizes(), x.options().memory_format(fmt));
@@ -163,7 +168,7 @@ at::Tensor pixel_norm_cuda(const at::Tensor& x_in, double eps) {
 at::Tensor pixel_norm_backward_cuda(const at::Tensor& grad_in, const at::Tensor& x_in, double eps) {
   check_pixel_norm_args(x_in, eps);
   check_same_shape(x_in, grad_in, "x", "grad");
-  const c10::cuda::CUDAGuard guard(x_in.device());
+  const DeviceGuard guard(x_in);
   const auto fmt = layout_of(x_in);
   const at::Tensor x = x_in.contiguous(fmt), g = grad_in.contiguous(fmt);
   at::Tensor gx = at::empty(x.sizes(), x.options().memory_format(fmt));
@@ -176,7 +181,7 @@ at::Tensor pixel_norm_backward_cuda(const at::Tensor& grad_in, const at::Tensor&
 }  // namespace
 }  // namespace cuda
 
-TORCH_LIBRARY_IMPL(progan_ext, CUDA, m) {
+PROGAN_CUDA_KERNELS(m) {
   m.impl("pixel_norm", &cuda::pixel_norm_cuda);
   m.impl("pixel_norm_backward", &cuda::pixel_norm_backward_cuda);
 }

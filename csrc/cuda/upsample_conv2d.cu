@@ -18,7 +18,7 @@ at::Tensor upsample_conv2d_cuda(const at::Tensor& x, const at::Tensor& weight,
                                 const c10::optional<at::Tensor>& bias, double gain, c10::string_view act,
                                 double alpha, bool pixel_norm) {
   check_conv_args(x, weight, bias, gain, act, alpha, Resample::Up, "upsample_conv2d");
-  check_cuda(x, "upsample_conv2d");
+  check_on_device(x, "upsample_conv2d");
   const bool lrelu = parse_act(act) == Act::LRelu;
   return conv_forward_up(x, weight, bias.has_value() ? *bias : at::Tensor(), eq_scale(weight, gain), lrelu, alpha,
                          pixel_norm);
@@ -26,7 +26,7 @@ at::Tensor upsample_conv2d_cuda(const at::Tensor& x, const at::Tensor& weight,
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(progan_ext, CUDA, m) { m.impl("upsample_conv2d", &upsample_conv2d_cuda); }
+PROGAN_CUDA_KERNELS(m) { m.impl("upsample_conv2d", &upsample_conv2d_cuda); }
 
 }  // namespace cuda
 }  // namespace progan_ext

@@ -8,19 +8,16 @@
 ``bias_act_backward`` of the incoming gradient (and zero with respect to y).
 """
 
+from functools import partial
+
 import torch
 
 from ._common import empty_like_layout
 
-_ops = torch.ops.progan_ext
-
-
-@torch.library.register_fake("progan_ext::bias_act")
 def _bias_act_fake(x, bias, act, alpha):
     return empty_like_layout(x)
 
 
-@torch.library.register_fake("progan_ext::bias_act_backward")
 def _bias_act_backward_fake(grad, y, alpha):
     return empty_like_layout(y)
 
@@ -31,9 +28,9 @@ def _setup(ctx, inputs, output):
     ctx.act, ctx.alpha = act, alpha
 
 
-def _bias_act_grad(ctx, grad):
+def _bias_act_grad(ops, ctx, grad):
     (y,) = ctx.saved_tensors
-    gx = _ops.bias_act_backward(grad, y, ctx.alpha) if ctx.act == "lrelu" else grad
+    gx = ops.bias_act_backward(grad, y, ctx.alpha) if ctx.act == "lrelu" else grad
     gb = None
     if ctx.needs_input_grad[1]:
         gb = gx.sum(dim=[d for d in range(gx.dim()) if d != 1])
@@ -46,13 +43,18 @@ def _setup_backward(ctx, inputs, output):
     ctx.alpha = alpha
 
 
-def _bias_act_backward_grad(ctx, u):
+def _bias_act_backward_grad(ops, ctx, u):
     (y,) = ctx.saved_tensors
-    grad_g = _ops.bias_act_backward(u, y, ctx.alpha) if ctx.needs_input_grad[0] else None
+    grad_g = ops.bias_act_backward(u, y, ctx.alpha) if ctx.needs_input_grad[0] else None
     return grad_g, None, None
 
 
-torch.library.register_autograd("progan_ext::bias_act", _bias_act_grad, setup_context=_setup)
-torch.library.register_autograd(
-    "progan_ext::bias_act_backward", _bias_act_backward_grad, setup_context=_setup_backward
-)
+def register(ns: str) -> None:
+    """Fake kernels and autograd of ``{ns}::bias_act`` and ``{ns}::bias_act_backward``."""
+    ops = getattr(torch.ops, ns)
+    torch.library.register_fake(f"{ns}::bias_act", _bias_act_fake)
+    torch.library.register_fake(f"{ns}::bias_act_backward", _bias_act_backward_fake)
+    torch.library.register_autograd(f"{ns}::bias_act", partial(_bias_act_grad, ops), setup_context=_setup)
+    torch.library.register_autograd(
+        f"{ns}::bias_act_backward", partial(_bias_act_backward_grad, ops), setup_context=_setup_backward
+    )

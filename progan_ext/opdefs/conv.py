@@ -22,12 +22,11 @@ pixel_norm_backward(g, a, 1e-8), a, alpha). Only inputs and outputs are saved.
 """
 
 import math
+from functools import partial
 
 import torch
 
 from ._common import empty_like_layout
-
-_ops = torch.ops.progan_ext
 
 _PIXEL_NORM_EPS = 1e-8
 _MIRROR = {"same": ("same", 1.0), "up": ("down", 4.0), "down": ("up", 0.25)}
@@ -51,29 +50,24 @@ def _fake_conv(x, weight, mode):
     return empty_like_layout(x, (n, weight.shape[0], _out_size(h, mode), _out_size(w, mode)))
 
 
-@torch.library.register_fake("progan_ext::eq_conv2d")
 def _eq_conv2d_fake(x, weight, bias, gain, act, alpha, pixel_norm):
     return _fake_conv(x, weight, "same")
 
 
-@torch.library.register_fake("progan_ext::upsample_conv2d")
 def _upsample_conv2d_fake(x, weight, bias, gain, act, alpha, pixel_norm):
     return _fake_conv(x, weight, "up")
 
 
-@torch.library.register_fake("progan_ext::conv2d_downsample")
 def _conv2d_downsample_fake(x, weight, bias, gain, act, alpha):
     torch._check(x.shape[2] % 2 == 0 and x.shape[3] % 2 == 0, lambda: "conv2d_downsample: height and width must be even")
     return _fake_conv(x, weight, "down")
 
 
-@torch.library.register_fake("progan_ext::conv2d_resample")
 def _conv2d_resample_fake(x, weight, scale, mode):
     torch._check(mode in _MIRROR, lambda: f"mode must be 'same', 'up' or 'down', got {mode!r}")
     return _fake_conv(x, weight, mode)
 
 
-@torch.library.register_fake("progan_ext::conv2d_resample_grad_weight")
 def _conv2d_resample_grad_weight_fake(x, grad_out, scale, mode, kernel_size):
     return x.new_empty((grad_out.shape[1], x.shape[1], kernel_size, kernel_size))
 
@@ -86,10 +80,10 @@ def _adjoint_kernel(weight):
     return weight.flip(2, 3).transpose(0, 1)
 
 
-def _grad_input(grad, weight, scale, mode):
+def _grad_input(ops, grad, weight, scale, mode):
     """dR(x, weight, scale, mode)/dx^T grad."""
     mirror, factor = _MIRROR[mode]
-    return _ops.conv2d_resample(grad, _adjoint_kernel(weight), scale * factor, mirror)
+    return ops.conv2d_resample(grad, _adjoint_kernel(weight), scale * factor, mirror)
 
 
 def _setup_resample(ctx, inputs, output):
@@ -98,12 +92,12 @@ def _setup_resample(ctx, inputs, output):
     ctx.scale, ctx.mode = scale, mode
 
 
-def _conv2d_resample_grad(ctx, grad):
+def _conv2d_resample_grad(ops, ctx, grad):
     x, weight = ctx.saved_tensors
-    gx = _grad_input(grad, weight, ctx.scale, ctx.mode) if ctx.needs_input_grad[0] else None
+    gx = _grad_input(ops, grad, weight, ctx.scale, ctx.mode) if ctx.needs_input_grad[0] else None
     gw = None
     if ctx.needs_input_grad[1]:
-        gw = _ops.conv2d_resample_grad_weight(x, grad, ctx.scale, ctx.mode, weight.shape[-1])
+        gw = ops.conv2d_resample_grad_weight(x, grad, ctx.scale, ctx.mode, weight.shape[-1])
     return gx, gw, None, None
 
 
@@ -113,44 +107,35 @@ def _setup_resample_grad_weight(ctx, inputs, output):
     ctx.scale, ctx.mode = scale, mode
 
 
-def _conv2d_resample_grad_weight_grad(ctx, u):
+def _conv2d_resample_grad_weight_grad(ops, ctx, u):
     x, grad_out = ctx.saved_tensors
-    gx = _grad_input(grad_out, u, ctx.scale, ctx.mode) if ctx.needs_input_grad[0] else None
-    gg = _ops.conv2d_resample(x, u, ctx.scale, ctx.mode) if ctx.needs_input_grad[1] else None
+    gx = _grad_input(ops, grad_out, u, ctx.scale, ctx.mode) if ctx.needs_input_grad[0] else None
+    gg = ops.conv2d_resample(x, u, ctx.scale, ctx.mode) if ctx.needs_input_grad[1] else None
     return gx, gg, None, None, None
-
-
-torch.library.register_autograd(
-    "progan_ext::conv2d_resample", _conv2d_resample_grad, setup_context=_setup_resample
-)
-torch.library.register_autograd(
-    "progan_ext::conv2d_resample_grad_weight",
-    _conv2d_resample_grad_weight_grad,
-    setup_context=_setup_resample_grad_weight,
-)
 
 
 # ----------------------------------------------------------------------------------------------
 # The fused public ops.
 
 
-def _fused_grads(ctx, gz, x, weight, bias):
+def _fused_grads(ops, ctx, gz, x, weight, bias):
     """Gradients of R(x, weight, scale, mode) + bias given gz, the gradient of the sum."""
     scale = _scale(weight, ctx.gain)
-    gx = _grad_input(gz, weight, scale, ctx.mode) if ctx.needs_input_grad[0] else None
+    gx = _grad_input(ops, gz, weight, scale, ctx.mode) if ctx.needs_input_grad[0] else None
     gw = None
     if ctx.needs_input_grad[1]:
-        gw = _ops.conv2d_resample_grad_weight(x, gz, scale, ctx.mode, weight.shape[-1])
+        gw = ops.conv2d_resample_grad_weight(x, gz, scale, ctx.mode, weight.shape[-1])
     gb = gz.sum(dim=(0, 2, 3)) if bias is not None and ctx.needs_input_grad[2] else None
     return gx, gw, gb
 
 
-def _act_grad(ctx, g, y):
-    return _ops.bias_act_backward(g, y, ctx.alpha) if ctx.act == "lrelu" else g
+def _act_grad(ops, ctx, g, y):
+    return ops.bias_act_backward(g, y, ctx.alpha) if ctx.act == "lrelu" else g
 
 
-def _make_fused(name, mode, has_pixel_norm):
-    op = getattr(_ops, name)
+def _register_fused(ns, name, mode, has_pixel_norm):
+    ops = getattr(torch.ops, ns)
+    op = getattr(ops, name)
 
     def setup_context(ctx, inputs, output):
         x, weight, bias, gain, act, alpha = inputs[:6]
@@ -163,14 +148,30 @@ def _make_fused(name, mode, has_pixel_norm):
         x, weight, bias, y = ctx.saved_tensors
         if ctx.pixel_norm:
             a = op(x, weight, bias, ctx.gain, ctx.act, ctx.alpha, False)
-            gz = _act_grad(ctx, _ops.pixel_norm_backward(grad, a, _PIXEL_NORM_EPS), a)
+            gz = _act_grad(ops, ctx, ops.pixel_norm_backward(grad, a, _PIXEL_NORM_EPS), a)
         else:
-            gz = _act_grad(ctx, grad, y)
-        return (*_fused_grads(ctx, gz, x, weight, bias), None, None, None) + ((None,) if has_pixel_norm else ())
+            gz = _act_grad(ops, ctx, grad, y)
+        return (*_fused_grads(ops, ctx, gz, x, weight, bias), None, None, None) + ((None,) if has_pixel_norm else ())
 
-    torch.library.register_autograd(f"progan_ext::{name}", backward, setup_context=setup_context)
+    torch.library.register_autograd(f"{ns}::{name}", backward, setup_context=setup_context)
 
 
-_make_fused("eq_conv2d", "same", True)
-_make_fused("upsample_conv2d", "up", True)
-_make_fused("conv2d_downsample", "down", False)
+def register(ns: str) -> None:
+    """Fake kernels and autograd of the convolution ops of namespace ``ns``."""
+    ops = getattr(torch.ops, ns)
+    torch.library.register_fake(f"{ns}::eq_conv2d", _eq_conv2d_fake)
+    torch.library.register_fake(f"{ns}::upsample_conv2d", _upsample_conv2d_fake)
+    torch.library.register_fake(f"{ns}::conv2d_downsample", _conv2d_downsample_fake)
+    torch.library.register_fake(f"{ns}::conv2d_resample", _conv2d_resample_fake)
+    torch.library.register_fake(f"{ns}::conv2d_resample_grad_weight", _conv2d_resample_grad_weight_fake)
+    torch.library.register_autograd(
+        f"{ns}::conv2d_resample", partial(_conv2d_resample_grad, ops), setup_context=_setup_resample
+    )
+    torch.library.register_autograd(
+        f"{ns}::conv2d_resample_grad_weight",
+        partial(_conv2d_resample_grad_weight_grad, ops),
+        setup_context=_setup_resample_grad_weight,
+    )
+    _register_fused(ns, "eq_conv2d", "same", True)
+    _register_fused(ns, "upsample_conv2d", "up", True)
+    _register_fused(ns, "conv2d_downsample", "down", False)

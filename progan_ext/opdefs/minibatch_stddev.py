@@ -12,20 +12,17 @@ incoming gradient u shaped like x:
     d/dx: gS/(J G) * ((u - mean_g u)/s - A_j d/(G s^3)),  A_j = sum_g u_gj d_gj
 """
 
+from functools import partial
+
 import torch
 
 from ._common import acc, empty_like_layout
 
-_ops = torch.ops.progan_ext
-
-
-@torch.library.register_fake("progan_ext::minibatch_stddev")
 def _minibatch_stddev_fake(x, group_size, num_features, eps):
     n, c, h, w = x.shape
     return empty_like_layout(x, (n, c + num_features, h, w))
 
 
-@torch.library.register_fake("progan_ext::minibatch_stddev_backward")
 def _minibatch_stddev_backward_fake(grad, x, group_size, num_features, eps):
     return empty_like_layout(x)
 
@@ -36,9 +33,9 @@ def _setup(ctx, inputs, output):
     ctx.args = (group_size, num_features, eps)
 
 
-def _minibatch_stddev_grad(ctx, grad):
+def _minibatch_stddev_grad(ops, ctx, grad):
     (x,) = ctx.saved_tensors
-    return _ops.minibatch_stddev_backward(grad, x, *ctx.args), None, None, None
+    return ops.minibatch_stddev_backward(grad, x, *ctx.args), None, None, None
 
 
 def _group_stats(x, group_size, num_features, eps):
@@ -78,9 +75,12 @@ def _minibatch_stddev_backward_grad(ctx, u):
     return grad_g, grad_x, None, None, None
 
 
-torch.library.register_autograd(
-    "progan_ext::minibatch_stddev", _minibatch_stddev_grad, setup_context=_setup
-)
-torch.library.register_autograd(
-    "progan_ext::minibatch_stddev_backward", _minibatch_stddev_backward_grad, setup_context=_setup_backward
-)
+def register(ns: str) -> None:
+    """Fake kernels and autograd of ``{ns}::minibatch_stddev`` and its backward."""
+    ops = getattr(torch.ops, ns)
+    torch.library.register_fake(f"{ns}::minibatch_stddev", _minibatch_stddev_fake)
+    torch.library.register_fake(f"{ns}::minibatch_stddev_backward", _minibatch_stddev_backward_fake)
+    torch.library.register_autograd(f"{ns}::minibatch_stddev", partial(_minibatch_stddev_grad, ops), setup_context=_setup)
+    torch.library.register_autograd(
+        f"{ns}::minibatch_stddev_backward", _minibatch_stddev_backward_grad, setup_context=_setup_backward
+    )

@@ -8,19 +8,16 @@ is ``pixel_norm_backward`` again; its derivative with respect to x is written be
 differentiable torch ops (so any higher order works too).
 """
 
+from functools import partial
+
 import torch
 
 from ._common import acc, empty_like_layout
 
-_ops = torch.ops.progan_ext
-
-
-@torch.library.register_fake("progan_ext::pixel_norm")
 def _pixel_norm_fake(x, eps):
     return empty_like_layout(x)
 
 
-@torch.library.register_fake("progan_ext::pixel_norm_backward")
 def _pixel_norm_backward_fake(grad, x, eps):
     return empty_like_layout(x)
 
@@ -31,9 +28,9 @@ def _setup(ctx, inputs, output):
     ctx.eps = eps
 
 
-def _pixel_norm_grad(ctx, grad):
+def _pixel_norm_grad(ops, ctx, grad):
     (x,) = ctx.saved_tensors
-    return _ops.pixel_norm_backward(grad, x, ctx.eps), None
+    return ops.pixel_norm_backward(grad, x, ctx.eps), None
 
 
 def _setup_backward(ctx, inputs, output):
@@ -42,11 +39,11 @@ def _setup_backward(ctx, inputs, output):
     ctx.eps = eps
 
 
-def _pixel_norm_backward_grad(ctx, u):
+def _pixel_norm_backward_grad(ops, ctx, u):
     g, x = ctx.saved_tensors
     grad_g = grad_x = None
     if ctx.needs_input_grad[0]:
-        grad_g = _ops.pixel_norm_backward(u, x, ctx.eps)
+        grad_g = ops.pixel_norm_backward(u, x, ctx.eps)
     if ctx.needs_input_grad[1]:
         # d/dx <u, r*g - r^3 x p>, p = mean(g x):
         #   = -r^3 x mean(u g) + 3 r^5 x p mean(u x) - r^3 p u - r^3 mean(u x) g
@@ -60,7 +57,12 @@ def _pixel_norm_backward_grad(ctx, u):
     return grad_g, grad_x, None
 
 
-torch.library.register_autograd("progan_ext::pixel_norm", _pixel_norm_grad, setup_context=_setup)
-torch.library.register_autograd(
-    "progan_ext::pixel_norm_backward", _pixel_norm_backward_grad, setup_context=_setup_backward
-)
+def register(ns: str) -> None:
+    """Fake kernels and autograd of ``{ns}::pixel_norm`` and ``{ns}::pixel_norm_backward``."""
+    ops = getattr(torch.ops, ns)
+    torch.library.register_fake(f"{ns}::pixel_norm", _pixel_norm_fake)
+    torch.library.register_fake(f"{ns}::pixel_norm_backward", _pixel_norm_backward_fake)
+    torch.library.register_autograd(f"{ns}::pixel_norm", partial(_pixel_norm_grad, ops), setup_context=_setup)
+    torch.library.register_autograd(
+        f"{ns}::pixel_norm_backward", partial(_pixel_norm_backward_grad, ops), setup_context=_setup_backward
+    )

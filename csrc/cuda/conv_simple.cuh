@@ -1,0 +1,145 @@
+// Simple-path convolution kernels (any dtype, float64 included; any layout and shape): one thread
+// per output element for the forward, a per-pixel norm pass, and the deterministic two-pass weight
+// gradient. The design note of both paths is in conv_igemm.cuh; geometry in conv_geom.cuh.
+#pragma once
+
+#include "conv_geom.cuh"
+
+namespace progan_ext {
+namespace cuda {
+
+// ================================ simple path ================================================
+// One thread per output element, e in [0, N*Cout*Ho*Wo), e enumerating the output in ITS memory
+// order (so stores are coalesced and y[e] is the element's address). w: W_eff in acc_t,
+// [P][Cout][Cin][kt][kt] contiguous. If `pre` is non-null the fp32/fp64 pre-norm value goes there
+// (same order as y) and y is written later by pixel_norm_rows_kernel.
+template <typename T, ConvMode M>
+__global__ void conv_simple_kernel(const T* __restrict__ x, const acc_t<T>* __restrict__ w,
+                                   const T* __restrict__ bias, T* __restrict__ y, acc_t<T>* __restrict__ pre,
+                                   ConvGeom g, bool channels_last, bool lrelu, acc_t<T> alpha) {
+  using acc = acc_t<T>;
+  const int64_t total = g.N * g.Cout * g.Ho * g.Wo;
+  const Strides4 sx = strides_of(g.Cin, g.H, g.W, channels_last);
+  const int kk = g.kt * g.kt;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total;
+       e += int64_t(gridDim.x) * blockDim.x) {
+    int64_t n, co, oy, ox, r = e;
+    if (channels_last) {
+      co = r % g.Cout; r /= g.Cout;
+      ox = r % g.Wo; r /= g.Wo;
+      oy = r % g.Ho; n = r / g.Ho;
+    } else {
+      ox = r % g.Wo; r /= g.Wo;
+      oy = r % g.Ho; r /= g.Ho;
+      co = r % g.Cout; n = r / g.Cout;
+    }
+    const int phase = M == ConvMode::Up ? int((oy & 1) * 2 + (ox & 1)) : 0;
+    const int64_t iy0 = tap0<M>(oy, g.pad), ix0 = tap0<M>(ox, g.pad);
+    const acc* wp = w + (int64_t(phase) * g.Cout + co) * g.Cin * kk;
+    const T* xn = x + n * sx.n;
+    acc s = acc(0);
+    for (int64_t ci = 0; ci < g.Cin; ++ci) {
+      const T* xc = xn + ci * sx.c;
+      const acc* wc = wp + ci * kk;
+      for (int ty = 0; ty < g.kt; ++ty) {
+        const int64_t iy = iy0 + ty;
+        if (iy < 0 || iy >= g.H) continue;  // zero padding
+        for (int tx = 0; tx < g.kt; ++tx) {
+          const int64_t ix = ix0 + tx;
+          if (ix < 0 || ix >= g.W) continue;
+          s += wc[ty * g.kt + tx] * static_cast<acc>(xc[iy * sx.h + ix * sx.w]);
+        }
+      }
+    }
+    if (bias != nullptr) s += static_cast<acc>(bias[co]);
+    s = apply_act(s, lrelu, alpha);
+    if (pre != nullptr) pre[e] = s;
+    else y[e] = static_cast<T>(s);
+  }
+}
+
+// Pixel norm over the Cout channels of each output pixel, reading the pre-norm values `pre`
+// (laid out like y) and writing y. One thread per pixel, channels summed in order 0..C-1
+// (deterministic). y = v * rsqrt(mean_c v^2 + 1e-8).
+template <typename T>
+__global__ void pixel_norm_rows_kernel(const acc_t<T>* __restrict__ pre, T* __restrict__ y, int64_t N,
+                                       int64_t C, int64_t S, bool channels_last) {
+  using acc = acc_t<T>;
+  for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < N * S;
+       p += int64_t(gridDim.x) * blockDim.x) {
+    // Offset of channel 0 of pixel p and the channel stride, per layout.
+    const int64_t base = channels_last ? p * C : (p / S) * C * S + p % S;
+    const int64_t cs = channels_last ? 1 : S;
+    acc ss = acc(0);
+    for (int64_t c = 0; c < C; ++c) {
+      const acc v = pre[base + c * cs];
+      ss += v * v;
+    }
+    const acc r = acc(1) / sqrt(ss / acc(C) + acc(1e-8));
+    for (int64_t c = 0; c < C; ++c) y[base + c * cs] = static_cast<T>(pre[base + c * cs] * r);
+  }
+}
+
+// ================================ grad weight (simple, deterministic) ========================
+// Partial sums: block (widx = blockIdx.x, chunk = blockIdx.y) reduces pixels
+// [chunk*chunk_len, min(P, (chunk+1)*chunk_len)) of P = N*Ho*Wo output pixels for the weight
+// element widx = ((co*Cin + ci)*k + ky)*k + kx of the ORIGINAL k x k kernel, straight from the
+// definition of each mode:
+//   SAME: g[n,co,oy,ox] * x[n,ci,oy+ky-pad, ox+kx-pad]
+//   UP:   g[n,co,oy,ox] * x[n,ci,(oy+ky-1)>>1, (ox+kx-1)>>1]   (upsampled coords in [0,2H))
+//   DOWN: g[n,co,oy,ox] * sum_{dy,dx in 0,1} x[n,ci,2oy+dy+ky-1, 2ox+dx+kx-1] / 4
+// x and g share the layout flag (both made contiguous in x's format on the host).
+template <typename T, ConvMode M>
+__global__ void grad_weight_partial_kernel(const T* __restrict__ x, const T* __restrict__ gout,
+                                           acc_t<T>* __restrict__ partial, ConvGeom g, int k,
+                                           bool channels_last, int64_t chunk_len) {
+  using acc = acc_t<T>;
+  PROGAN_SHARED(acc, scratch, 32);
+  const int64_t nw = g.Cout * g.Cin * k * k;
+  const int64_t widx = blockIdx.x;
+  const int kx = int(widx % k), ky = int((widx / k) % k);
+  const int64_t ci = (widx / (int64_t(k) * k)) % g.Cin, co = widx / (int64_t(k) * k * g.Cin);
+  const Strides4 sx = strides_of(g.Cin, g.H, g.W, channels_last);
+  const Strides4 sg = strides_of(g.Cout, g.Ho, g.Wo, channels_last);
+  const int64_t P = g.N * g.Ho * g.Wo;
+  const int64_t p0 = int64_t(blockIdx.y) * chunk_len, p1 = p0 + chunk_len < P ? p0 + chunk_len : P;
+  acc s = acc(0);
+  for (int64_t p = p0 + threadIdx.x; p < p1; p += blockDim.x) {
+    const int64_t ox = p % g.Wo, oy = (p / g.Wo) % g.Ho, n = p / (g.Wo * g.Ho);
+    const acc gv = static_cast<acc>(gout[n * sg.n + co * sg.c + oy * sg.h + ox * sg.w]);
+    const T* xc = x + n * sx.n + ci * sx.c;
+    acc xv = acc(0);
+    if constexpr (M == ConvMode::Same) {
+      const int64_t iy = oy + ky - g.pad, ix = ox + kx - g.pad;
+      if (iy >= 0 && iy < g.H && ix >= 0 && ix < g.W) xv = static_cast<acc>(xc[iy * sx.h + ix * sx.w]);
+    } else if constexpr (M == ConvMode::Up) {
+      const int64_t uy = oy + ky - 1, ux = ox + kx - 1;  // in the (virtual) upsampled image
+      if (uy >= 0 && uy < 2 * g.H && ux >= 0 && ux < 2 * g.W)
+        xv = static_cast<acc>(xc[(uy >> 1) * sx.h + (ux >> 1) * sx.w]);
+    } else {
+      for (int dy = 0; dy < 2; ++dy)
+        for (int dx = 0; dx < 2; ++dx) {
+          const int64_t iy = 2 * oy + dy + ky - 1, ix = 2 * ox + dx + kx - 1;
+          if (iy >= 0 && iy < g.H && ix >= 0 && ix < g.W) xv += static_cast<acc>(xc[iy * sx.h + ix * sx.w]);
+        }
+      xv *= acc(0.25);
+    }
+    s += gv * xv;
+  }
+  s = block_sum(s, scratch);  // fixed order: deterministic
+  if (threadIdx.x == 0) partial[int64_t(blockIdx.y) * nw + widx] = s;
+}
+
+// grad_w[i] = scale * sum_{c < chunks} partial[c][i], summed in chunk order.
+template <typename T>
+__global__ void grad_weight_finish_kernel(const acc_t<T>* __restrict__ partial, T* __restrict__ gw, int64_t nw,
+                                          int64_t chunks, acc_t<T> scale) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < nw; i += int64_t(gridDim.x) * blockDim.x) {
+    acc_t<T> s = 0;
+    for (int64_t c = 0; c < chunks; ++c) s += partial[c * nw + i];
+    gw[i] = static_cast<T>(s * scale);
+  }
+}
+
+}  // namespace cuda
+}  // namespace progan_ext

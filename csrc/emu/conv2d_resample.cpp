@@ -1,0 +1,4 @@
+// The CUDA kernels of conv2d_resample (csrc/cuda/conv2d_resample.cu), compiled as host C++ against the emulator and
+// registered as progan_ext_emu::* for CPU tensors (see runtime.h). PROGAN_EXT_EMULATION is set by
+// the build for every file of the emulated module.
+#include "../cuda/conv2d_resample.cu"

@@ -1,0 +1,4 @@
+// The CUDA kernels of pixel_norm (csrc/cuda/pixel_norm.cu), compiled as host C++ against the emulator and
+// registered as progan_ext_emu::* for CPU tensors (see runtime.h). PROGAN_EXT_EMULATION is set by
+// the build for every file of the emulated module.
+#include "../cuda/pixel_norm.cu"

@@ -1,0 +1,714 @@
+// progan_ext CUDA emulator: scheduler, fibers and checks (the model is described in runtime.h).
+
+#include "runtime.h"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <random>
+#include <sstream>
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/common_interface_defs.h>
+#define PROGAN_EMU_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#include <sanitizer/common_interface_defs.h>
+#define PROGAN_EMU_ASAN 1
+#endif
+#endif
+
+#if !defined(__x86_64__)
+#error "the progan_ext CUDA emulator has a context switch for x86-64 only"
+#endif
+
+// ---- context switch (x86-64 System V) -----------------------------------------------------------
+// progan_emu_switch(save, load): saves the callee-saved registers and the SSE/x87 control words on
+// the current stack, stores the stack pointer in *save, loads `load` and restores the same set
+// from it. A new fiber's stack is prepared (make_stack) so that the restore "returns" into
+// progan_emu_trampoline with the ThreadState* in r12.
+extern "C" void progan_emu_switch(void** save, void* load);
+extern "C" void progan_emu_trampoline();
+extern "C" [[noreturn]] void progan_emu_fiber_main(void* thread);
+asm(R"(
+    .text
+    .p2align 4
+    .globl progan_emu_switch
+    .hidden progan_emu_switch
+    .type progan_emu_switch, @function
+progan_emu_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    subq $8, %rsp
+    stmxcsr (%rsp)
+    fnstcw 4(%rsp)
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    ldmxcsr (%rsp)
+    fldcw 4(%rsp)
+    addq $8, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size progan_emu_switch, .-progan_emu_switch
+
+    .p2align 4
+    .globl progan_emu_trampoline
+    .hidden progan_emu_trampoline
+    .type progan_emu_trampoline, @function
+progan_emu_trampoline:
+    movq %r12, %rdi
+    call progan_emu_fiber_main
+    ud2
+    .size progan_emu_trampoline, .-progan_emu_trampoline
+)");
+
+namespace progan_emu {
+
+// ================================================================================================
+// State of one launch and its threads.
+
+enum class State { Runnable, Barrier, Collective, Exited };
+
+struct PendingCopy {
+  void* dst;
+  unsigned char data[16];
+};
+
+struct ThreadState {
+  void* sp = nullptr;  // saved stack pointer while switched out
+  char* stack_lo = nullptr;
+  size_t stack_size = 0;
+  void* asan_fake = nullptr;
+  uint3 idx{0, 0, 0};
+  unsigned linear = 0, warp = 0, lane = 0;
+  State state = State::Runnable;
+  bool started = false;
+  // blocking point
+  const void* site = nullptr;
+  Collective kind = Collective::SyncWarp;
+  unsigned mask = 0;
+  uint64_t value = 0, result = 0;
+  int arg = 0, width = 32;
+  WmmaArgs wmma;
+  const std::function<void(const WmmaArgs*)>* wmma_run = nullptr;
+  // cp.async: committed groups (oldest first) and the group being filled
+  std::vector<std::vector<PendingCopy>> groups;
+  std::vector<PendingCopy> open_group;
+};
+
+namespace {
+
+constexpr size_t kGuard = 4096;
+constexpr unsigned char kPoison = 0xFF;  // NaN in half, bfloat16, float and double; -1 in integers
+
+struct Launch {
+  const void* kernel = nullptr;
+  const char* name = "";
+  dim3 grid, block;
+  size_t dynamic_smem = 0, max_dynamic = 0;
+  const std::function<void()>* body = nullptr;
+  Config cfg;
+  uint3 block_idx{0, 0, 0};
+  unsigned nthreads = 0, warps = 0;
+  std::vector<ThreadState> threads;
+  ThreadState* running = nullptr;
+  void* scheduler_sp = nullptr;
+  const void* main_stack_lo = nullptr;
+  size_t main_stack_size = 0;
+  // shared memory arena: static declarations first, the dynamic part at dynamic_offset
+  unsigned char* arena = nullptr;
+  size_t static_used = 0, dynamic_offset = 0;
+  std::vector<std::pair<const void*, size_t>> static_slots;  // tag -> offset, this block
+  bool attribute_set = false;  // cudaFuncSetAttribute(MaxDynamicSharedMemorySize) was called
+  std::string error;   // first error of this block
+  unsigned exited = 0, at_barrier = 0;
+};
+
+std::mutex g_mutex;                       // one launch at a time
+Launch* g_launch = nullptr;               // the launch being run (under g_mutex)
+std::map<const void*, size_t> g_max_dynamic;  // cudaFuncSetAttribute, per kernel
+Stats g_stats;
+
+// Fiber stacks, reused across launches: mmap'd with a guard page below each.
+struct StackPool {
+  std::vector<std::pair<char*, size_t>> stacks;
+  char* get(size_t i, size_t size) {
+    while (stacks.size() <= i) stacks.push_back({nullptr, 0});
+    auto& s = stacks[i];
+    if (s.first == nullptr || s.second != size) {
+      if (s.first) munmap(s.first, s.second + kGuard);
+      void* p = mmap(nullptr, size + kGuard, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+      if (p == MAP_FAILED) throw Error("progan_ext emulator: cannot map a fiber stack");
+      mprotect(p, kGuard, PROT_NONE);
+      s = {static_cast<char*>(p), size};
+    }
+    return s.first + kGuard;
+  }
+};
+StackPool g_stacks;
+
+// Prepares a fresh fiber stack whose first switch-in lands in progan_emu_trampoline (see the asm).
+void* make_stack(char* lo, size_t size, ThreadState* t) {
+  uintptr_t top = (reinterpret_cast<uintptr_t>(lo) + size) & ~uintptr_t(15);
+  auto* slot = reinterpret_cast<uint64_t*>(top);
+  slot[-3] = reinterpret_cast<uint64_t>(&progan_emu_trampoline);  // "return" address (rsp%16 == 8)
+  slot[-4] = 0;                                                   // rbp
+  slot[-5] = 0;                                                   // rbx
+  slot[-6] = reinterpret_cast<uint64_t>(t);                       // r12: the thread
+  slot[-7] = 0;                                                   // r13
+  slot[-8] = 0;                                                   // r14
+  slot[-9] = 0;                                                   // r15
+  uint32_t mxcsr;
+  uint16_t fpucw;
+  asm volatile("stmxcsr %0" : "=m"(mxcsr));
+  asm volatile("fnstcw %0" : "=m"(fpucw));
+  auto* ctl = reinterpret_cast<uint32_t*>(&slot[-10]);
+  ctl[0] = mxcsr;
+  ctl[1] = fpucw;
+  return &slot[-10];
+}
+
+// Switches from the scheduler into thread t, or from thread t back to the scheduler.
+void enter(Launch& L, ThreadState& t) {
+  L.running = &t;
+  ++g_stats.switches;
+#ifdef PROGAN_EMU_ASAN
+  void* fake = nullptr;
+  __sanitizer_start_switch_fiber(&fake, t.stack_lo, t.stack_size);
+  progan_emu_switch(&L.scheduler_sp, t.sp);
+  __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
+#else
+  progan_emu_switch(&L.scheduler_sp, t.sp);
+#endif
+  L.running = nullptr;
+}
+
+void leave(Launch& L, ThreadState& t, bool final) {
+#ifdef PROGAN_EMU_ASAN
+  __sanitizer_start_switch_fiber(final ? nullptr : &t.asan_fake, L.main_stack_lo, L.main_stack_size);
+  progan_emu_switch(&t.sp, L.scheduler_sp);
+  __sanitizer_finish_switch_fiber(t.asan_fake, nullptr, nullptr);
+#else
+  (void)final;
+  progan_emu_switch(&t.sp, L.scheduler_sp);
+#endif
+}
+
+Launch& launch_or_fail() {
+  if (g_launch == nullptr || g_launch->running == nullptr)
+    throw Error("progan_ext emulator: device code called outside a kernel launch");
+  return *g_launch;
+}
+
+std::string fmt3(uint3 v) {
+  std::ostringstream s;
+  s << "(" << v.x << "," << v.y << "," << v.z << ")";
+  return s.str();
+}
+
+std::string hex(unsigned v) {
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "0x%08x", v);
+  return buf;
+}
+
+std::string where(const Launch& L, const ThreadState* t) {
+  std::ostringstream s;
+  s << "kernel " << L.name << ", block " << fmt3(L.block_idx);
+  if (t) s << ", thread " << fmt3(t->idx) << " (warp " << t->warp << ", lane " << t->lane << ")";
+  return s.str();
+}
+
+[[noreturn]] void launch_error(const Launch& L, const ThreadState* t, const std::string& what) {
+  throw Error("CUDA emulator: " + what + " [" + where(L, t) + "]");
+}
+
+unsigned warp_size(const Launch& L, unsigned warp) { return std::min(32u, L.nthreads - warp * 32); }
+unsigned warp_lanes_mask(const Launch& L, unsigned warp) {
+  const unsigned n = warp_size(L, warp);
+  return n == 32 ? 0xffffffffu : ((1u << n) - 1);
+}
+ThreadState& lane_of(Launch& L, unsigned warp, unsigned lane) { return L.threads[warp * 32 + lane]; }
+
+std::vector<unsigned> make_order(unsigned n, Order o, std::mt19937_64& rng) {
+  std::vector<unsigned> v(n);
+  for (unsigned i = 0; i < n; ++i) v[i] = o == Order::Reverse ? n - 1 - i : i;
+  if (o == Order::Shuffle) std::shuffle(v.begin(), v.end(), rng);
+  return v;
+}
+
+// ---- resolution of blocking points (scheduler context) ------------------------------------------
+
+// Every thread of the block waits at a __syncthreads. As bar.sync 0 on the GPU, the call sites
+// need not be the same (and the host compiler may duplicate one call site into several).
+void release_barrier(Launch& L) {
+  for (auto& t : L.threads)
+    if (t.state == State::Barrier) t.state = State::Runnable;
+  L.at_barrier = 0;
+}
+
+// Source lane of a shuffle, per the PTX ISA's shfl.sync semantics; returns -1 for "own value".
+int shfl_source(Collective kind, int lane, int b, int width) {
+  const int segmask = (32 - width) & 31;          // c[12:8]
+  const int clamp = kind == Collective::ShflUp ? 0 : 31;  // c[4:0]
+  const int max_lane = (lane & segmask) | (clamp & ~segmask);
+  const int min_lane = lane & segmask;
+  int j = 0;
+  bool in_range = false;
+  switch (kind) {
+    case Collective::ShflUp: j = lane - b; in_range = j >= max_lane; break;
+    case Collective::ShflDown: j = lane + b; in_range = j <= max_lane; break;
+    case Collective::ShflXor: j = lane ^ b; in_range = j <= max_lane; break;
+    default: j = min_lane | (b & 31 & ~segmask); in_range = j <= max_lane; break;
+  }
+  return in_range ? j : -1;
+}
+
+// If every lane named by t's mask waits at the same kind of collective with the same mask, computes
+// the results and releases them. Call sites are not compared: the host compiler may duplicate one
+// source-level call into several (a GPU compiler keeps it convergent).
+void try_resolve(Launch& L, ThreadState& t) {
+  const unsigned mask = t.mask;
+  for (unsigned l = 0; l < 32; ++l) {
+    if (!(mask >> l & 1)) continue;
+    const ThreadState& o = lane_of(L, t.warp, l);
+    if (o.state != State::Collective || o.kind != t.kind || o.mask != mask) return;
+  }
+  for (unsigned l = 0; l < 32; ++l)
+    if ((mask >> l & 1) && lane_of(L, t.warp, l).width != t.width)
+      launch_error(L, &lane_of(L, t.warp, l), std::string(collective_name(t.kind)) +
+                                                  ": lanes of one mask pass different widths");
+  if (t.kind == Collective::Wmma) {
+    WmmaArgs lanes[32];
+    for (unsigned l = 0; l < 32; ++l) {
+      lanes[l] = lane_of(L, t.warp, l).wmma;
+      if (!(lanes[l] == lanes[0]))
+        launch_error(L, &lane_of(L, t.warp, l),
+                     std::string("lanes of a warp pass different arguments to wmma::") + lanes[0].op +
+                         " (pointer, ldm and layout must be the same in every lane)");
+    }
+    (*t.wmma_run)(lanes);
+  } else {
+    uint64_t ballot = 0;
+    for (unsigned l = 0; l < 32; ++l)
+      if ((mask >> l & 1) && lane_of(L, t.warp, l).value != 0) ballot |= 1ull << l;
+    for (unsigned l = 0; l < 32; ++l) {
+      if (!(mask >> l & 1)) continue;
+      ThreadState& o = lane_of(L, t.warp, l);
+      switch (t.kind) {
+        case Collective::Ballot: o.result = ballot; break;
+        case Collective::Any: o.result = ballot != 0; break;
+        case Collective::All: o.result = ballot == mask; break;
+        case Collective::SyncWarp: o.result = 0; break;
+        default: {
+          const int j = shfl_source(t.kind, int(l), o.arg, o.width);
+          if (j < 0) {
+            o.result = o.value;
+          } else if (!(mask >> j & 1)) {
+            launch_error(L, &o, std::string(collective_name(t.kind)) + " reads lane " + std::to_string(j) +
+                                    ", which is not in the mask " + hex(mask) + " (its value is undefined)");
+          } else {
+            o.result = lane_of(L, t.warp, unsigned(j)).value;
+          }
+        }
+      }
+    }
+  }
+  for (unsigned l = 0; l < 32; ++l)
+    if (mask >> l & 1) lane_of(L, t.warp, l).state = State::Runnable;
+}
+
+// Nothing can run: describe who waits for what.
+[[noreturn]] void deadlock(Launch& L) {
+  std::ostringstream s;
+  s << "deadlock: no thread can make progress (";
+  unsigned barrier = 0;
+  for (auto& t : L.threads) barrier += t.state == State::Barrier;
+  if (barrier) s << barrier << " of " << L.nthreads << " threads wait at __syncthreads, " << L.exited << " exited";
+  for (auto& t : L.threads) {
+    if (t.state != State::Collective) continue;
+    for (unsigned l = 0; l < 32; ++l) {
+      if (!(t.mask >> l & 1)) continue;
+      const ThreadState& o = lane_of(L, t.warp, l);
+      if (o.state == State::Collective && (o.kind != t.kind || o.mask != t.mask)) {
+        s << (barrier ? "; " : "") << "lanes of one mask at different collectives: lane " << t.lane << " at "
+          << collective_name(t.kind) << " (mask " << hex(t.mask) << "), lane " << l << " at "
+          << collective_name(o.kind) << " (mask " << hex(o.mask) << ")";
+        s << ")";
+        launch_error(L, &t, s.str());
+      }
+      if (o.state == State::Barrier) {
+        s << (barrier ? "; " : "") << "lane " << t.lane << " waits at " << collective_name(t.kind)
+          << " for lane " << l << ", which waits at __syncthreads)";
+        launch_error(L, &t, s.str());
+      }
+    }
+  }
+  s << ")";
+  launch_error(L, nullptr, s.str());
+}
+
+void on_exit(Launch& L, ThreadState& t) {
+  ++L.exited;
+  if (L.at_barrier > 0)
+    launch_error(L, &t, "divergent __syncthreads: this thread exited while " + std::to_string(L.at_barrier) +
+                            " threads of its block wait at a barrier");
+  for (unsigned l = 0; l < warp_size(L, t.warp); ++l) {
+    const ThreadState& o = lane_of(L, t.warp, l);
+    if (o.state == State::Collective && (o.mask >> t.lane & 1))
+      launch_error(L, &t, std::string("this lane exited while lane ") + std::to_string(l) + " waits for it at " +
+                              collective_name(o.kind) + " (mask " + hex(o.mask) + ")");
+  }
+}
+
+void run_block(Launch& L, std::mt19937_64& rng) {
+  // Static declarations are placed (and poisoned) when a thread first reaches them
+  // (shared_static); the dynamic part is poisoned here.
+  L.static_slots.clear();
+  L.static_used = 0;
+  if (L.dynamic_smem) std::memset(L.arena + L.dynamic_offset, kPoison, L.dynamic_smem);
+  L.exited = 0;
+  L.at_barrier = 0;
+  L.error.clear();
+  for (unsigned i = 0; i < L.nthreads; ++i) {
+    ThreadState& t = L.threads[i];
+    t.idx = {i % L.block.x, (i / L.block.x) % L.block.y, i / (L.block.x * L.block.y)};
+    t.linear = i;
+    t.warp = i / 32;
+    t.lane = i % 32;
+    t.state = State::Runnable;
+    t.started = false;
+    t.groups.clear();
+    t.open_group.clear();
+    t.stack_size = L.cfg.stack_bytes;
+    t.stack_lo = g_stacks.get(i, L.cfg.stack_bytes);
+    t.sp = make_stack(t.stack_lo, t.stack_size, &t);
+    t.asan_fake = nullptr;
+  }
+  const std::vector<unsigned> order = make_order(L.nthreads, L.cfg.thread_order, rng);
+  unsigned live = L.nthreads;
+  while (live > 0) {
+    bool ran = false;
+    for (unsigned i : order) {
+      ThreadState& t = L.threads[i];
+      if (t.state != State::Runnable) continue;
+      ran = true;
+      enter(L, t);
+      if (!L.error.empty()) throw Error(L.error);
+      switch (t.state) {
+        case State::Exited:
+          --live;
+          on_exit(L, t);
+          break;
+        case State::Barrier:
+          if (L.exited > 0)
+            launch_error(L, &t, "divergent __syncthreads: " + std::to_string(L.exited) +
+                                    " threads of this block exited before reaching the barrier");
+          if (++L.at_barrier == L.nthreads) release_barrier(L);
+          break;
+        case State::Collective:
+          try_resolve(L, t);
+          break;
+        case State::Runnable:
+          break;
+      }
+    }
+    if (live > 0 && !ran) deadlock(L);
+  }
+}
+
+}  // namespace
+
+// ================================================================================================
+// Fiber entry: runs the kernel body for one thread, records an error instead of unwinding past
+// the fiber, then returns to the scheduler for good.
+extern "C" [[noreturn]] void progan_emu_fiber_main(void* thread) {
+  auto* t = static_cast<ThreadState*>(thread);
+  Launch& L = *g_launch;
+#ifdef PROGAN_EMU_ASAN
+  const void* lo = nullptr;
+  size_t size = 0;
+  __sanitizer_finish_switch_fiber(nullptr, &lo, &size);
+  if (L.main_stack_lo == nullptr) {
+    L.main_stack_lo = lo;
+    L.main_stack_size = size;
+  }
+#endif
+  try {
+    (*L.body)();
+  } catch (const Error& e) {
+    L.error = std::string(e.what()).rfind("CUDA emulator:", 0) == 0 ? e.what()
+                                                                    : "CUDA emulator: " + std::string(e.what()) +
+                                                                          " [" + where(L, t) + "]";
+  } catch (const std::exception& e) {
+    L.error = "CUDA emulator: exception in device code: " + std::string(e.what()) + " [" + where(L, t) + "]";
+  } catch (...) {
+    L.error = "CUDA emulator: unknown exception in device code [" + where(L, t) + "]";
+  }
+  t->state = State::Exited;
+  leave(L, *t, /*final=*/true);
+  __builtin_unreachable();
+}
+
+// ================================================================================================
+// Device-side API.
+
+void fail(const std::string& what) {
+  Launch& L = launch_or_fail();
+  launch_error(L, L.running, what);
+}
+
+ThreadState& current() { return *launch_or_fail().running; }
+uint3 thread_idx() { return current().idx; }
+uint3 block_idx() { return launch_or_fail().block_idx; }
+dim3 block_dim() { return launch_or_fail().block; }
+dim3 grid_dim() { return launch_or_fail().grid; }
+unsigned lane_id() { return current().lane; }
+
+const char* collective_name(Collective c) {
+  switch (c) {
+    case Collective::ShflIdx: return "__shfl_sync";
+    case Collective::ShflUp: return "__shfl_up_sync";
+    case Collective::ShflDown: return "__shfl_down_sync";
+    case Collective::ShflXor: return "__shfl_xor_sync";
+    case Collective::Ballot: return "__ballot_sync";
+    case Collective::Any: return "__any_sync";
+    case Collective::All: return "__all_sync";
+    case Collective::SyncWarp: return "__syncwarp";
+    case Collective::Wmma: return "a wmma operation";
+  }
+  return "?";
+}
+
+void syncthreads(const void* site) {
+  Launch& L = launch_or_fail();
+  ThreadState& t = *L.running;
+  t.site = site;
+  t.state = State::Barrier;
+  leave(L, t, false);
+}
+
+uint64_t warp_collective(Collective kind, const void* site, unsigned mask, uint64_t value, int arg, int width) {
+  Launch& L = launch_or_fail();
+  ThreadState& t = *L.running;
+  const std::string name = collective_name(kind);
+  if (!(mask >> t.lane & 1))
+    launch_error(L, &t, name + " called by a lane that its mask " + hex(mask) + " does not name");
+  const unsigned lanes = warp_lanes_mask(L, t.warp);
+  if (mask & ~lanes)
+    launch_error(L, &t, name + " mask " + hex(mask) + " names lanes that do not exist (this warp has " +
+                            std::to_string(warp_size(L, t.warp)) + " threads)");
+  if (width < 1 || width > 32 || (width & (width - 1)))
+    launch_error(L, &t, name + " width must be a power of two in [1, 32], got " + std::to_string(width));
+  for (unsigned l = 0; l < 32; ++l)
+    if ((mask >> l & 1) && lane_of(L, t.warp, l).state == State::Exited)
+      launch_error(L, &t, name + " mask " + hex(mask) + " names lane " + std::to_string(l) + ", which has exited");
+  t.site = site;
+  t.kind = kind;
+  t.mask = mask;
+  t.value = value;
+  t.arg = arg;
+  t.width = width;
+  t.state = State::Collective;
+  leave(L, t, false);
+  return t.result;
+}
+
+void wmma_collective(const void* site, const WmmaArgs& mine, const std::function<void(const WmmaArgs*)>& run) {
+  Launch& L = launch_or_fail();
+  ThreadState& t = *L.running;
+  if (warp_size(L, t.warp) != 32)
+    launch_error(L, &t, std::string("wmma::") + mine.op + " needs a full warp of 32 threads");
+  for (unsigned l = 0; l < 32; ++l)
+    if (lane_of(L, t.warp, l).state == State::Exited)
+      launch_error(L, &t, std::string("wmma::") + mine.op + ": lane " + std::to_string(l) + " of the warp has exited");
+  t.site = site;
+  t.kind = Collective::Wmma;
+  t.mask = 0xffffffffu;
+  t.wmma = mine;
+  t.wmma_run = &run;
+  t.state = State::Collective;
+  leave(L, t, false);
+}
+
+// ---- cp.async ----------------------------------------------------------------------------------
+void async_copy16(void* dst, const void* src, bool valid) {
+  Launch& L = launch_or_fail();
+  ThreadState& t = *L.running;
+  auto* d = static_cast<unsigned char*>(dst);
+  const bool in_static = d >= L.arena && d + 16 <= L.arena + L.static_used;
+  const bool in_dynamic = d >= L.arena + L.dynamic_offset && d + 16 <= L.arena + L.dynamic_offset + L.dynamic_smem;
+  if (!in_static && !in_dynamic) launch_error(L, &t, "cp.async destination is not in the block's shared memory");
+  if (reinterpret_cast<uintptr_t>(dst) % 16 || (valid && reinterpret_cast<uintptr_t>(src) % 16))
+    launch_error(L, &t, "cp.async of 16 bytes needs 16-byte aligned source and destination");
+  PendingCopy c;
+  c.dst = dst;
+  if (valid) std::memcpy(c.data, src, 16);  // the source is read at issue ...
+  else std::memset(c.data, 0, 16);          // ... or zero-filled (src-size 0)
+  t.open_group.push_back(c);
+}
+
+void async_commit() {
+  ThreadState& t = current();
+  t.groups.push_back(std::move(t.open_group));
+  t.open_group.clear();
+}
+
+void async_wait(int pending_allowed) {
+  ThreadState& t = current();
+  // ... and the destination written only here: a read before the wait sees poison or stale data.
+  while (t.groups.size() > size_t(std::max(0, pending_allowed))) {
+    for (const PendingCopy& c : t.groups.front()) std::memcpy(c.dst, c.data, 16);
+    t.groups.erase(t.groups.begin());
+  }
+}
+
+// ---- shared memory -----------------------------------------------------------------------------
+void* shared_static(const void* tag, size_t bytes, size_t align) {
+  Launch& L = launch_or_fail();
+  for (const auto& s : L.static_slots)
+    if (s.first == tag) return L.arena + s.second;
+  const size_t off = (L.static_used + align - 1) / align * align, end = off + bytes;
+  if (end > Limits::kDefaultSmem)
+    launch_error(L, L.running, "static shared memory of " + std::to_string(end) +
+                                   " bytes exceeds the 48 KB a kernel may declare");
+  const size_t limit = L.attribute_set ? Limits::kMaxSmemOptIn : Limits::kDefaultSmem;
+  if (end + L.dynamic_smem > limit)
+    launch_error(L, L.running, "static (" + std::to_string(end) + " B) plus dynamic (" +
+                                   std::to_string(L.dynamic_smem) + " B) shared memory exceed " +
+                                   std::to_string(limit / 1024) + " KB" +
+                                   (L.attribute_set ? "" : " (raise it with cudaFuncSetAttribute(MaxDynamicSharedMemorySize))"));
+  L.static_slots.push_back({tag, off});
+  L.static_used = end;
+  std::memset(L.arena + off, kPoison, bytes);  // poisoned for every block
+  return L.arena + off;
+}
+
+void* shared_dynamic() {
+  Launch& L = launch_or_fail();
+  return L.arena + L.dynamic_offset;
+}
+
+void set_max_dynamic_smem(const void* kernel, size_t bytes) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  if (bytes > Limits::kMaxSmemOptIn)
+    throw Error("CUDA emulator: cudaFuncSetAttribute(MaxDynamicSharedMemorySize, " + std::to_string(bytes) +
+                ") exceeds the 227 KB a block can have");
+  g_max_dynamic[kernel] = bytes;
+}
+
+void reset_max_dynamic_smem(const void* kernel) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  g_max_dynamic.erase(kernel);
+}
+
+// ================================================================================================
+// Launch.
+
+Config config_from_env() {
+  Config c;
+  auto order = [](const char* var, Order def) {
+    const char* v = std::getenv(var);
+    if (v == nullptr || *v == 0) return def;
+    const std::string s(v);
+    if (s == "forward") return Order::Forward;
+    if (s == "reverse") return Order::Reverse;
+    if (s == "shuffle") return Order::Shuffle;
+    throw Error(std::string("CUDA emulator: ") + var + " must be forward, reverse or shuffle, got '" + s + "'");
+  };
+  c.block_order = order("PROGAN_EMU_BLOCK_ORDER", Order::Forward);
+  c.thread_order = order("PROGAN_EMU_THREAD_ORDER", Order::Forward);
+  if (const char* v = std::getenv("PROGAN_EMU_SEED")) c.seed = std::strtoull(v, nullptr, 10);
+  if (const char* v = std::getenv("PROGAN_EMU_TF32")) {
+    const std::string s(v);
+    if (s != "rna" && s != "truncate" && !s.empty())
+      throw Error("CUDA emulator: PROGAN_EMU_TF32 must be rna or truncate, got '" + s + "'");
+    c.tf32_truncate = s == "truncate";
+  }
+  if (const char* v = std::getenv("PROGAN_EMU_STACK_KB")) c.stack_bytes = std::max(64ul, std::strtoul(v, nullptr, 10)) * 1024;
+  return c;
+}
+
+const Config& active_config() {  // also from the scheduler, which runs the WMMA collectives
+  if (g_launch == nullptr) throw Error("progan_ext emulator: no kernel launch is running");
+  return g_launch->cfg;
+}
+
+void launch_raw(const void* kernel, const char* name, dim3 grid, dim3 block, size_t dynamic_smem,
+                const std::function<void()>& body) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  Launch L;
+  L.kernel = kernel;
+  L.name = name;
+  L.grid = grid;
+  L.block = block;
+  L.dynamic_smem = dynamic_smem;
+  L.body = &body;
+  L.cfg = config_from_env();
+  auto bad = [&](const std::string& what) {
+    throw Error(std::string("CUDA emulator: invalid launch configuration (CUDA: invalid configuration argument): ") +
+                what + " [kernel " + name + "]");
+  };
+  const uint64_t threads = uint64_t(block.x) * block.y * block.z;
+  if (block.x == 0 || block.y == 0 || block.z == 0) bad("a block dimension is 0");
+  if (block.x > Limits::kMaxBlockX || block.y > Limits::kMaxBlockY || block.z > Limits::kMaxBlockZ)
+    bad("block " + fmt3(block) + " exceeds (1024, 1024, 64)");
+  if (threads > Limits::kMaxThreads) bad(std::to_string(threads) + " threads per block exceed 1024");
+  if (grid.x == 0 || grid.y == 0 || grid.z == 0) bad("grid " + fmt3(grid) + " has a zero dimension");
+  if (grid.x > Limits::kMaxGridX || grid.y > Limits::kMaxGridYZ || grid.z > Limits::kMaxGridYZ)
+    bad("grid " + fmt3(grid) + " exceeds (2^31-1, 65535, 65535)");
+  auto it = g_max_dynamic.find(kernel);
+  L.attribute_set = it != g_max_dynamic.end();
+  L.max_dynamic = L.attribute_set ? it->second : Limits::kDefaultSmem;
+  if (dynamic_smem > L.max_dynamic)
+    bad(std::to_string(dynamic_smem) + " bytes of dynamic shared memory exceed the kernel's limit of " +
+        std::to_string(L.max_dynamic) + (it == g_max_dynamic.end() ? " (48 KB without cudaFuncSetAttribute)" : ""));
+  L.nthreads = unsigned(threads);
+  L.warps = (L.nthreads + 31) / 32;
+  L.threads.resize(L.nthreads);
+  // Arena: 48 KB for static declarations, then the dynamic part (cudaFuncSetAttribute raises it).
+  L.dynamic_offset = Limits::kDefaultSmem;
+  std::vector<unsigned char> arena_storage(L.dynamic_offset + dynamic_smem + 1024);
+  L.arena = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(arena_storage.data()) + 1023) & ~uintptr_t(1023));
+
+  const uint64_t nblocks = uint64_t(grid.x) * grid.y * grid.z;
+  std::mt19937_64 rng(L.cfg.seed * 0x9E3779B97F4A7C15ull + g_stats.launches);
+  std::vector<uint64_t> blocks(nblocks);
+  for (uint64_t i = 0; i < nblocks; ++i) blocks[i] = L.cfg.block_order == Order::Reverse ? nblocks - 1 - i : i;
+  if (L.cfg.block_order == Order::Shuffle) std::shuffle(blocks.begin(), blocks.end(), rng);
+
+  Launch* previous = g_launch;
+  g_launch = &L;
+  struct Restore {
+    Launch* prev;
+    ~Restore() { g_launch = prev; }
+  } restore{previous};
+  ++g_stats.launches;
+  for (uint64_t b : blocks) {
+    L.block_idx = {unsigned(b % grid.x), unsigned((b / grid.x) % grid.y), unsigned(b / (uint64_t(grid.x) * grid.y))};
+    run_block(L, rng);
+    ++g_stats.blocks;
+    g_stats.threads += L.nthreads;
+  }
+}
+
+Stats stats() {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  return g_stats;
+}
+
+}  // namespace progan_emu

@@ -1,0 +1,28 @@
+#include "kernel_paths.h"
+
+#include <map>
+#include <mutex>
+
+namespace progan_ext {
+namespace {
+std::mutex g_mutex;
+std::map<std::string, long long>& counts() {
+  static std::map<std::string, long long> c;
+  return c;
+}
+}  // namespace
+
+void record_kernel_path(const char* name) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  ++counts()[name];
+}
+
+std::string kernel_path_counts(bool reset) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  std::string out;
+  for (const auto& [name, n] : counts()) out += (out.empty() ? "" : ";") + name + "=" + std::to_string(n);
+  if (reset) counts().clear();
+  return out;
+}
+
+}  // namespace progan_ext

@@ -1,0 +1,61 @@
+"""The emulated CUDA kernels: the CUDA sources of csrc/cuda compiled a second time as host C++ against
+an emulator of CUDA's execution model (csrc/emu), registered for CPU tensors as
+``torch.ops.progan_ext_emu.<op>`` with the same schemas as ``torch.ops.progan_ext.<op>``.
+
+Built only on request (``PROGAN_EXT_EMULATE=1 pip install --no-build-isolation .``); it lets the
+CUDA kernels run, and be tested, on machines without a GPU. It is slow (every CUDA thread is a
+fiber) and meant for tests and kernel development, not for training. Knobs (environment, read at
+every launch): ``PROGAN_EMU_BLOCK_ORDER`` / ``PROGAN_EMU_THREAD_ORDER`` = forward | reverse |
+shuffle, ``PROGAN_EMU_SEED``, ``PROGAN_EMU_TF32`` = rna | truncate, ``PROGAN_EMU_SM`` (the compute
+capability the host code sees, default 90), ``PROGAN_EMU_STACK_KB``.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import torch
+
+__all__ = ["available", "error", "NAMESPACE", "ops", "kernel_paths", "stats"]
+
+NAMESPACE = "progan_ext_emu"
+available = False
+error: str | None = None
+
+
+def _load() -> None:
+    global available, error
+    try:
+        importlib.import_module("progan_ext._emu")
+    except ImportError as exc:
+        error = (f"progan_ext._emu is not built ({exc}); build it with "
+                 "`PROGAN_EXT_EMULATE=1 pip install --no-build-isolation .`")
+        return
+    from . import opdefs
+
+    opdefs.register(NAMESPACE)
+    available = True
+
+
+def ops():
+    """``torch.ops.progan_ext_emu`` (raises when the emulated module is not built)."""
+    if not available:
+        raise RuntimeError(error)
+    return getattr(torch.ops, NAMESPACE)
+
+
+def _parse(text: str) -> dict[str, int]:
+    return {k: int(v) for k, v in (item.split("=") for item in text.split(";") if item)}
+
+
+def kernel_paths(reset: bool = False) -> dict[str, int]:
+    """How often each kernel path ran in the emulated module ({"conv.igemm": 3, ...})."""
+    return _parse(ops().kernel_path_counts(reset))
+
+
+def stats() -> dict[str, int]:
+    """Emulator counters since load: launches, blocks, threads, fiber switches."""
+    return _parse(ops().emu_stats())
+
+
+_load()

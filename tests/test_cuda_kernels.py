@@ -1,0 +1,243 @@
+"""The CUDA kernels path by path: real CUDA where a GPU exists, else the emulated build
+(docs/emulated_cuda.md), else skipped. Each case names the kernel paths it must take (the host code
+reports them), so a change in the path choice is a test failure, not a silent loss of coverage.
+
+The per-op test files run the public API's "cuda" cases through the same kernels; this file covers
+the matrix of issue 10: igemm and simple paths, norm in the tile (Cout <= 64) and the norm pass,
+grad-weight fast and simple, the three modes, fp16 / bf16 / fp32 with TF32 on and off / fp64, NCHW,
+channels_last, non-contiguous and misaligned inputs, odd sizes, Cin 3..513 and Cout 3..520.
+"""
+
+import math
+from dataclasses import dataclass
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from progan_ext import _ext, emulated
+from progan_ext import reference as ref
+
+
+@dataclass
+class CudaKernels:
+    ops: object  # torch.ops.progan_ext (GPU) or torch.ops.progan_ext_emu (emulated)
+    device: str
+    emulated: bool
+
+    def paths(self, reset=True) -> dict:
+        text = self.ops.kernel_path_counts(reset)
+        return {k: int(v) for k, v in (item.split("=") for item in text.split(";") if item)}
+
+
+@pytest.fixture
+def cuda(monkeypatch):
+    if torch.cuda.is_available() and _ext.cuda_compiled():
+        k = CudaKernels(torch.ops.progan_ext, "cuda", False)
+    elif emulated.available:
+        k = CudaKernels(emulated.ops(), "cpu", True)
+    else:
+        pytest.skip("no GPU and no emulated CUDA module (PROGAN_EXT_EMULATE=1)")
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    k.paths(reset=True)
+    return k
+
+
+def needs_emulator(cuda):
+    if not cuda.emulated:
+        pytest.skip("drives the emulated device's knobs")
+
+
+def rand(shape, dtype, device, layout="nchw", seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    t = torch.randn(shape, generator=gen, dtype=torch.float64)
+    if layout == "noncontig":
+        t = torch.cat([t, t], dim=3)[..., ::2]
+    t = t.to(device=device, dtype=dtype)
+    if layout == "channels_last":
+        t = t.contiguous(memory_format=torch.channels_last)
+    if layout == "misaligned":  # contiguous, but the data pointer is one element past 16-byte alignment
+        flat = torch.empty(t.numel() + 1, dtype=dtype, device=device)
+        t = flat[1:].view(t.shape).copy_(t)
+        assert t.data_ptr() % 16 != 0
+    return t
+
+
+TOL = {torch.float64: 1e-9, torch.float32: 2e-5, "tf32": 5e-3, torch.float16: 5e-3, torch.bfloat16: 4e-2}
+
+
+def assert_close_scaled(out, want, tol):
+    scale = max(1.0, want.abs().max().item())
+    torch.testing.assert_close(out.double().cpu(), want.double().cpu(), rtol=tol, atol=tol * scale)
+
+
+OP_OF_MODE = {"same": "eq_conv2d", "up": "upsample_conv2d", "down": "conv2d_downsample"}
+
+# mode, dtype ("tf32": float32 with TF32 on), layout, N, H, W, Cin, Cout, pixel_norm, expected paths
+CONV_CASES = [
+    ("same", torch.float16, "nchw", 1, 3, 5, 8, 16, True, {"conv.igemm", "conv.norm_in_tile"}),
+    ("same", torch.bfloat16, "channels_last", 3, 17, 9, 24, 65, True, {"conv.igemm", "conv.norm_pass"}),
+    ("same", "tf32", "nchw", 1, 1, 1, 16, 64, True, {"conv.igemm_tf32", "conv.norm_in_tile"}),
+    ("same", torch.float32, "channels_last", 3, 3, 5, 8, 16, True, {"conv.simple", "conv.norm_pass"}),
+    ("same", torch.float64, "noncontig", 1, 17, 9, 3, 3, False, {"conv.simple"}),
+    ("same", torch.bfloat16, "nchw", 1, 3, 5, 3, 16, False, {"conv.simple"}),       # Cin % 8 != 0
+    ("same", torch.bfloat16, "nchw", 1, 3, 3, 513, 16, True, {"conv.simple", "conv.norm_pass"}),
+    ("same", torch.float16, "nchw", 1, 3, 5, 16, 520, True, {"conv.igemm", "conv.norm_pass"}),
+    ("same", torch.float16, "misaligned", 1, 3, 5, 16, 16, False, {"conv.igemm"}),  # NCHW: copied to NHWC
+    ("up", torch.float16, "channels_last", 3, 1, 1, 8, 3, False, {"conv.igemm"}),   # Cout padded to the vector
+    ("up", torch.bfloat16, "nchw", 1, 3, 5, 16, 65, True, {"conv.igemm", "conv.norm_pass"}),
+    ("up", "tf32", "channels_last", 1, 17, 9, 24, 16, True, {"conv.igemm_tf32", "conv.norm_in_tile"}),
+    ("up", torch.float32, "nchw", 3, 3, 5, 8, 64, True, {"conv.simple", "conv.norm_pass"}),
+    ("up", torch.float64, "channels_last", 1, 1, 1, 3, 3, True, {"conv.simple", "conv.norm_pass"}),
+    ("up", torch.float16, "nchw", 1, 3, 3, 513, 8, False, {"conv.simple"}),
+    ("down", torch.bfloat16, "nchw", 3, 4, 6, 16, 520, False, {"conv.igemm"}),
+    ("down", torch.float16, "channels_last", 1, 18, 10, 24, 3, False, {"conv.igemm"}),
+    ("down", "tf32", "noncontig", 1, 4, 6, 8, 65, False, {"conv.igemm_tf32"}),
+    ("down", torch.float32, "nchw", 1, 2, 2, 3, 16, False, {"conv.simple"}),
+    ("down", torch.float64, "channels_last", 3, 4, 6, 16, 16, False, {"conv.simple"}),
+    ("down", torch.bfloat16, "misaligned", 1, 4, 6, 8, 16, False, {"conv.igemm"}),
+]
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: "-".join(map(str, [c[0], str(c[1]).split(".")[-1], *c[2:9]])))
+def test_conv_paths_and_values(cuda, monkeypatch, case):
+    mode, dtype, layout, n, h, w, cin, cout, pn, paths = case
+    tol = TOL[dtype]
+    if dtype == "tf32":
+        dtype = torch.float32
+    else:
+        monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    x = rand((n, cin, h, w), dtype, cuda.device, layout)
+    wt = rand((cout, cin, 3, 3), dtype, cuda.device, seed=1)
+    b = rand((cout,), dtype, cuda.device, seed=2)
+    op = OP_OF_MODE[mode]
+    extra = () if mode == "down" else (pn,)
+    out = getattr(cuda.ops, op)(x, wt, b, math.sqrt(2), "lrelu", 0.2, *extra)
+    assert cuda.paths() == {p: 1 for p in paths}
+    kw = dict(gain=math.sqrt(2), act="lrelu", alpha=0.2, **({} if mode == "down" else {"pixel_norm": pn}))
+    want = getattr(ref, op)(x.double().cpu(), wt.double().cpu(), b.double().cpu(), **kw)
+    assert out.dtype == dtype and out.shape == want.shape
+    assert_close_scaled(out, want, tol)
+    cl = layout == "channels_last"
+    assert out.is_contiguous(memory_format=torch.channels_last if cl else torch.contiguous_format)
+
+
+# mode, dtype, layout, Cin, Cout, expected path
+GRAD_WEIGHT_CASES = [
+    ("same", torch.float16, "nchw", 8, 16, "grad_weight.igemm"),
+    ("up", torch.bfloat16, "channels_last", 16, 8, "grad_weight.igemm"),
+    ("down", torch.float16, "nchw", 24, 72, "grad_weight.igemm"),
+    ("same", torch.bfloat16, "nchw", 3, 16, "grad_weight.simple"),   # Cin % 8
+    ("up", torch.float16, "channels_last", 8, 3, "grad_weight.simple"),  # Cout % 8
+    ("down", torch.float32, "nchw", 8, 8, "grad_weight.simple"),
+    ("same", torch.float64, "channels_last", 5, 7, "grad_weight.simple"),
+]
+
+
+@pytest.mark.parametrize("case", GRAD_WEIGHT_CASES, ids=lambda c: "-".join(map(str, [c[0], str(c[1]).split(".")[-1], *c[2:5]])))
+def test_grad_weight_paths_and_values(cuda, case):
+    mode, dtype, layout, cin, cout, path = case
+    n, h, w = 3, 6, 4
+    ho, wo = {"same": (h, w), "up": (2 * h, 2 * w), "down": (h // 2, w // 2)}[mode]
+    x = rand((n, cin, h, w), dtype, cuda.device, layout)
+    g = rand((n, cout, ho, wo), dtype, cuda.device, layout, seed=1)
+    out = cuda.ops.conv2d_resample_grad_weight(x, g, 0.7, mode, 3)
+    assert cuda.paths() == {path: 1}
+    w0 = torch.zeros(cout, cin, 3, 3, dtype=torch.float64, requires_grad=True)
+    xd = x.double().cpu()
+    y = {"same": lambda: F.conv2d(xd, w0 * 0.7, padding=1),
+         "up": lambda: F.conv2d(F.interpolate(xd, scale_factor=2), w0 * 0.7, padding=1),
+         "down": lambda: F.avg_pool2d(F.conv2d(xd, w0 * 0.7, padding=1), 2)}[mode]()
+    (want,) = torch.autograd.grad(y, w0, g.double().cpu())
+    assert_close_scaled(out, want, TOL[dtype])
+
+
+@pytest.mark.parametrize("op", ["eq_conv2d", "upsample_conv2d", "conv2d_downsample"])
+def test_gradcheck_through_cuda_kernels(cuda, op):
+    x = rand((1, 2, 4, 4), torch.float64, cuda.device).requires_grad_()
+    w = rand((3, 2, 3, 3), torch.float64, cuda.device, seed=1).requires_grad_()
+    b = rand((3,), torch.float64, cuda.device, seed=2).requires_grad_()
+    extra = () if op == "conv2d_downsample" else (True,)
+    fn = lambda x, w, b: getattr(cuda.ops, op)(x, w, b, 1.3, "lrelu", 0.2, *extra)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x, w, b))
+    assert torch.autograd.gradgradcheck(fn, (x, w, b), fast_mode=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# Defects found by reading (issue 10), each with its test.
+
+
+def test_fp32_conv_respects_the_per_op_tf32_setting(cuda, monkeypatch):
+    x, w = rand((1, 8, 3, 3), torch.float32, cuda.device), rand((8, 8, 3, 3), torch.float32, cuda.device, seed=1)
+    conv = torch.backends.cudnn.conv
+    if not hasattr(conv, "fp32_precision"):
+        pytest.skip("this PyTorch has no per-op fp32 precision")
+    monkeypatch.setattr(torch.backends.cudnn, "fp32_precision", "none", raising=False)
+    for precision, path in (("ieee", "conv.simple"), ("tf32", "conv.igemm_tf32")):
+        monkeypatch.setattr(conv, "fp32_precision", precision)
+        monkeypatch.setattr(torch.backends.cudnn.rnn, "fp32_precision", "tf32")  # only conv and rnn set
+        cuda.ops.eq_conv2d(x, w, None, 1.0, "linear", 0.2, False)  # used to raise: query without an op
+        assert cuda.paths() == {path: 1}
+
+
+def test_minibatch_stddev_without_channels_agrees_with_cpu_and_reference(cuda):
+    x = torch.randn(4, 0, 3, 3, dtype=torch.float32)
+    want = ref.minibatch_stddev(x, 4, 1, 1e-8)
+    got = cuda.ops.minibatch_stddev(x.to(cuda.device), 4, 1, 1e-8).cpu()
+    assert got.shape == want.shape == (4, 1, 3, 3)
+    assert torch.isnan(got).all() and torch.isnan(want).all()
+    if _ext.available:
+        assert torch.isnan(torch.ops.progan_ext.minibatch_stddev(x, 4, 1, 1e-8)).all()
+
+
+def test_minibatch_stddev_more_groups_than_a_grid_dimension(cuda):
+    # M*F = 65540 > 65535 (CUDA's gridDim.y limit): group size 1, so every sample is a group
+    x = rand((32770, 2, 1, 1), torch.float32, cuda.device)
+    out = cuda.ops.minibatch_stddev(x, 1, 2, 1e-8)
+    torch.testing.assert_close(out.cpu(), ref.minibatch_stddev(x.cpu(), 1, 2, 1e-8))
+    g = rand(out.shape, torch.float32, cuda.device, seed=1)
+    gx = cuda.ops.minibatch_stddev_backward(g, x, 1, 2, 1e-8)
+    xr = x.cpu().requires_grad_()
+    (want,) = torch.autograd.grad(ref.minibatch_stddev(xr, 1, 2, 1e-8), xr, g.cpu())
+    torch.testing.assert_close(gx.cpu(), want)
+
+
+def test_kernel_size_out_of_range_is_rejected(cuda):
+    x, g = rand((1, 2, 4, 4), torch.float32, cuda.device), rand((1, 3, 4, 4), torch.float32, cuda.device)
+    for k in (2**32 + 3, 4097):
+        with pytest.raises(ValueError, match="kernel_size must be at most 4095"):
+            cuda.ops.conv2d_resample_grad_weight(x, g, 1.0, "same", k)
+        if _ext.available:
+            with pytest.raises(ValueError, match="kernel_size must be at most 4095"):
+                torch.ops.progan_ext.conv2d_resample_grad_weight(x.cpu(), g.cpu(), 1.0, "same", k)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_lrelu_gradient_of_an_output_rounded_to_zero(cuda, dtype):
+    # A 16-bit output rounds a tiny positive pre-activation to +0 (slope 1) and alpha times a tiny
+    # negative one to -0 (slope alpha): the sign of the zero carries the branch.
+    y = torch.tensor([[0.0, -0.0, 1.0, -1.0]], dtype=dtype)
+    gx = cuda.ops.bias_act_backward(torch.ones_like(y).to(cuda.device), y.to(cuda.device), 0.25).cpu()
+    assert gx.tolist() == [[1.0, 0.25, 1.0, 0.25]]
+    # The fused conv produces such zeros: z = +-small^2 is below the dtype's smallest subnormal.
+    small = {torch.float16: 1e-4, torch.bfloat16: 1e-21}[dtype]
+    x = torch.tensor([small, -small]).view(1, 2, 1, 1).to(device=cuda.device, dtype=dtype)
+    w = (torch.eye(2) * small).view(2, 2, 1, 1).to(device=cuda.device, dtype=dtype)  # scale sqrt(2)/sqrt(2) = 1
+    out = cuda.ops.eq_conv2d(x, w, None, math.sqrt(2), "lrelu", 0.25, False).cpu().flatten()
+    assert out.tolist() == [0.0, 0.0] and not torch.signbit(out[0]) and torch.signbit(out[1])
+    gx = cuda.ops.bias_act_backward(torch.ones(2, dtype=dtype).to(cuda.device), out.to(cuda.device), 0.25).cpu()
+    assert gx.tolist() == [1.0, 0.25]
+
+
+def test_tensor_core_paths_need_an_sm80_build(cuda, monkeypatch):
+    needs_emulator(cuda)
+    x, w = rand((1, 8, 3, 3), torch.float16, "cpu"), rand((8, 8, 3, 3), torch.float16, "cpu", seed=1)
+    g = rand((1, 8, 3, 3), torch.float16, "cpu", seed=2)
+    for sm, kernel_arch, conv_path, gw_path in ((90, 90, "conv.igemm", "grad_weight.igemm"),
+                                                (75, 75, "conv.simple", "grad_weight.simple"),
+                                                (90, 75, "conv.simple", "grad_weight.simple")):  # PTX for sm_75 only
+        monkeypatch.setenv("PROGAN_EMU_SM", str(sm))
+        monkeypatch.setenv("PROGAN_EMU_KERNEL_ARCH", str(kernel_arch))
+        cuda.ops.eq_conv2d(x, w, None, 1.0, "linear", 0.2, False)
+        cuda.ops.conv2d_resample_grad_weight(x, g, 1.0, "same", 3)
+        assert cuda.paths() == {conv_path: 1, gw_path: 1}, (sm, kernel_arch)
