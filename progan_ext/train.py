@@ -22,7 +22,7 @@ def main(argv=None) -> int:
     except TrainingDiverged as exc:
         print(f"error: training diverged: {exc}", file=sys.stderr, flush=True)
         return 1
-    except (FileNotFoundError, NotADirectoryError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # missing data, unreadable checkpoint, ...: one line, no traceback
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2
 

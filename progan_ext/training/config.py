@@ -17,11 +17,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import sys
 from dataclasses import dataclass, field
 
 from ..networks import check_resolution, resolutions_up_to
 
-__all__ = ["TrainConfig", "PRESETS", "build_parser", "parse_args", "parse_per_resolution"]
+__all__ = ["TrainConfig", "PRESETS", "build_parser", "parse_args", "parse_per_resolution", "cli_name"]
 
 
 @dataclass
@@ -145,9 +146,16 @@ def _positive(cast):
     return parse
 
 
+def cli_name(tool: str) -> str:
+    """How the user called a CLI: ``progan-<tool>`` (console script) or ``python -m progan_ext.<tool>``."""
+    if os.path.basename(sys.argv[0] if sys.argv else "") == f"progan-{tool}":
+        return f"progan-{tool}"
+    return f"python -m progan_ext.{tool}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m progan_ext.train",
+        prog=cli_name("train"),
         description="Progressive Growing GAN training (WGAN-GP) on the progan_ext fused ops. "
         "With no arguments: a few-minute demo on the embedded procedural dataset (4x4 -> 16x16).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
