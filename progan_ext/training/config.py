@@ -6,8 +6,8 @@ Presets (explicit flags always win):
   procedural dataset at 16x16, i.e. 4x4 -> 8x8 -> 16x16 with two fade-ins; 2k images per phase and
   the last stable phase until 70k images, batch 64, lr 0.004, latent 128, channels capped at 16,
   generator EMA 0.99 per step (0.999 would average over more steps than the demo takes), no loader
-  processes for the in-memory data. About two minutes on a 2-core CPU; its EMA generator reaches
-  SWD x1e3 < 40 at 16x16 (docs/demo/result.json). Tuned for images per CPU-second: a narrow
+  processes for the in-memory data. About 3 CPU-minutes (docs/demo/result.json: 176 s user+sys on one
+  thread); its EMA generator reaches SWD x1e3 35.6 at 16x16 (2048 images). Tuned for images per CPU-second: a narrow
   network at a large batch and lr learns the dataset's shapes in ~1100 steps, where the first demo
   (3k images per phase, batch 16, lr 0.001, 32 channels) still drew coloured noise.
 - ``paper``: the official ProGAN configuration: 600k images per fade-in and per stable phase,
@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=cli_name("train"),
         description="Progressive Growing GAN training (WGAN-GP) on the progan_ext fused ops. "
-        "With no arguments: a two-minute demo on the embedded procedural dataset (4x4 -> 16x16).",
+        "With no arguments: a ~3 CPU-minute demo on the embedded procedural dataset (4x4 -> 16x16).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     S = argparse.SUPPRESS  # unset flags keep the preset's value

@@ -172,12 +172,15 @@ def _load_resume_state(where) -> dict:
         return checkpoint.load(where)
 
     def set_aside(bad: Path, message: str) -> None:
+        if not dist.is_main():  # under torchrun, rank 0 renames and speaks for all
+            return
         aside = bad.with_name(bad.name + ".unreadable")
         os.replace(bad, aside)
         print(f"warning: {message}; renamed it to {aside.name} and resuming from an older checkpoint",
               file=sys.stderr, flush=True)
 
-    checkpoint.remove_stale_temp_files(where)
+    if dist.is_main():
+        checkpoint.remove_stale_temp_files(where)
     return checkpoint.load_newest(where, on_skip=set_aside)
 
 
