@@ -1,8 +1,10 @@
 """Builds progan_ext._C against the PyTorch that is installed in this environment.
 
-Install with ``pip install --no-build-isolation .`` (README, 'Install'): the extension must be
-compiled against the very torch it will run with, so it is never built inside an isolated
-environment that would fetch another torch.
+Install with ``pip install .`` (README, 'Install'). The extension must be compiled against the very
+torch it will run with: the in-tree build backend (build_backend/progan_ext_build.py) lets an
+isolated build import the target environment's torch instead of downloading another one, and the
+wheel pins ``torch==<the version compiled against>``. ``pip install --no-build-isolation .`` and
+``pip install -e .`` use the environment's torch directly.
 
 Build knobs (environment variables, read here and only here; documented in the README):
   PROGAN_EXT_FORCE_CUDA=1    fail if the CUDA kernels cannot be built
@@ -19,6 +21,7 @@ Build knobs (environment variables, read here and only here; documented in the R
 
 import os
 import re
+import runpy
 import shutil
 import subprocess
 import sys
@@ -81,12 +84,14 @@ if CUDA_HOME:
 try:
     import torch
     from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
-except ImportError:
+except ImportError as exc:
+    if getattr(exc, "name", None) != "torch":
+        raise  # torch is there but broken: its own traceback says more than we could
     sys.exit(
-        "progan_ext: PyTorch is not importable in the build environment. progan_ext compiles against "
-        "the torch you run it with: install torch first (`pip install torch`), then build with "
-        "`pip install --no-build-isolation .`"
+        f"progan_ext: PyTorch is not installed in {sys.prefix} (the environment being installed into); "
+        "install it first with `pip install torch`, then run `pip install .` again"
     )
+TORCH_BASE_VERSION = torch.__version__.split("+")[0]
 
 
 def cuda_decision():
@@ -114,21 +119,36 @@ else:
     print(f"progan_ext: building the CPU-only extension ({REASON})", flush=True)
 
 
-def write_build_info():
-    """Records what the binary is built against; progan_ext/_ext.py compares it at import."""
-    info = {
+def build_info() -> dict:
+    """What the binary is built against; progan_ext/_ext.py compares it at import."""
+    digest = runpy.run_path(str(ROOT / "progan_ext" / "_sources.py"))["sources_digest"]
+    return {
         "torch_version": torch.__version__,
         "torch_cuda": torch.version.cuda,
+        "torch_path": str(Path(torch.__file__).parent),
         "with_cuda": WITH_CUDA,
         "cuda_home": CUDA_HOME if WITH_CUDA else None,
         "arch_list": ARCH_LIST,
         "debug": DEBUG,
         "python": sys.version.split()[0],
+        "sources_digest": digest(ROOT / "csrc"),
         "builder": "setup.py",
     }
-    (ROOT / "progan_ext" / "_build_info.py").write_text(
-        "# Written by the build (setup.py or CMake); do not edit.\nBUILD_INFO = " + repr(info) + "\n"
-    )
+
+
+class BuildWithInfo(BuildExtension):
+    """torch's BuildExtension, then ``_build_info.py`` written beside every copy of the module
+    (the build folder that goes into the wheel, and the source tree for --inplace / editable)."""
+
+    def run(self):
+        super().run()
+        text = "# Written by the build (setup.py or CMake); do not edit.\nBUILD_INFO = " + repr(build_info()) + "\n"
+        folders = {Path(self.build_lib) / "progan_ext"}
+        if self.inplace:
+            folders.add(ROOT / "progan_ext")
+        for folder in folders:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "_build_info.py").write_text(text)
 
 
 def extension():
@@ -163,14 +183,15 @@ def emulated_extension():
                         define_macros=[("PROGAN_EXT_EMULATION", "1")])
 
 
+print(f"progan_ext: compiling against torch {torch.__version__} from {Path(torch.__file__).parent}", flush=True)
 if EMULATE:
     print(f"progan_ext: building the emulated CUDA module progan_ext._emu (PROGAN_EXT_EMULATE={EMULATE})", flush=True)
-if EMULATE == "asan":  # a sanitized module is for one test run, next to an existing progan_ext._C
-    ext_modules = [emulated_extension()]
-else:
-    write_build_info()
-    ext_modules = [extension()] + ([emulated_extension()] if EMULATE else [])
+# A sanitized module is for one test run next to an existing progan_ext._C: only it is built.
+ext_modules = [emulated_extension()] if EMULATE == "asan" else [extension()] + ([emulated_extension()] if EMULATE else [])
 setup(
     ext_modules=ext_modules,
-    cmdclass={"build_ext": BuildExtension},
+    cmdclass={"build_ext": BuildWithInfo},
+    # The binary only loads into the torch it was compiled against: say so in the wheel's metadata,
+    # so that pip never swaps torch from under it without a warning.
+    install_requires=[f"torch=={TORCH_BASE_VERSION}", "numpy", "pillow", "tqdm"],
 )

@@ -1,27 +1,48 @@
-"""Loads the compiled module ``progan_ext._C`` and checks that it matches the running torch.
+"""Finds and loads the compiled module ``progan_ext._C`` and checks that it matches the running torch.
 
-The build records the torch and CUDA versions it compiled against in ``_build_info.py``. A
-mismatch would surface as an undefined-symbol error deep inside the import; instead we compare
-versions first and explain in one sentence. Without the compiled module every op runs through
-``progan_ext.reference`` (one warning), unless ``PROGAN_EXT_REQUIRE_EXT=1`` makes that an error.
-``PROGAN_EXT_DISABLE_EXT=1`` skips the compiled module on purpose (to compare or debug).
+Where the module is looked for:
+
+1. beside this file: an installed wheel, an editable or ``build_ext --inplace`` build, or CMake;
+2. when this file is part of a source checkout without a module of its own (``python -m
+   progan_ext.train`` run from the repository root imports ``./progan_ext``, not the installed
+   copy): the module of an installed progan_ext on ``sys.path``, provided it was built from the
+   same ``csrc/`` sources as this checkout.
+
+The build records the torch and CUDA versions it compiled against (and a digest of ``csrc/``) in
+``_build_info.py`` beside the module. A mismatch would surface as an undefined-symbol error deep
+inside the import; instead we compare first and explain in one sentence, with the command that
+fixes it. Without a usable module every op runs through ``progan_ext.reference`` (one warning),
+unless ``PROGAN_EXT_REQUIRE_EXT=1`` makes that an error. ``PROGAN_EXT_DISABLE_EXT=1`` skips the
+compiled module on purpose (to compare or debug).
 """
 
 from __future__ import annotations
 
-import importlib
+import ast
+import importlib.machinery
+import importlib.util
 import os
+import sys
 import warnings
+from pathlib import Path
 
 import torch
 
-__all__ = ["available", "error", "build_info", "cuda_compiled", "version_mismatch"]
+from ._sources import sources_digest
+
+__all__ = ["available", "error", "build_info", "module_path", "cuda_compiled", "version_mismatch"]
 
 available = False
 error: str | None = None
 build_info: dict = {}
+module_path: str | None = None  # the file progan_ext._C was loaded from
 
-_REBUILD = "rebuild it with `pip install --no-build-isolation .` (see README, 'Install')"
+PACKAGE_DIR = Path(__file__).resolve().parent
+CHECKOUT = PACKAGE_DIR.parent if (PACKAGE_DIR.parent / "setup.py").is_file() and (
+    PACKAGE_DIR.parent / "csrc").is_dir() else None
+
+INSTALL = "`pip install .` in the progan_ext checkout (README, 'Install')"
+REBUILD = f"rebuild it with {INSTALL}"
 
 
 def _flag(name: str) -> bool:
@@ -32,35 +53,117 @@ def version_mismatch(info: dict, torch_version: str, torch_cuda: str | None) -> 
     """One sentence saying why a binary built as ``info`` cannot load into this torch, or None."""
     built = info.get("torch_version", "?")
     if built.split("+")[0] != torch_version.split("+")[0]:
-        return f"progan_ext._C was built against torch {built} but torch {torch_version} is installed; {_REBUILD}"
+        return f"progan_ext._C was built against torch {built} but torch {torch_version} is installed; {REBUILD}"
     if info.get("with_cuda") and info.get("torch_cuda") != torch_cuda:
         return (
             f"progan_ext._C was built for CUDA {info.get('torch_cuda')} but the installed torch uses "
-            f"CUDA {torch_cuda}; {_REBUILD}"
+            f"CUDA {torch_cuda}; {REBUILD}"
         )
     return None
 
 
+def _binary_in(folder: Path) -> Path | None:
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        candidate = folder / f"_C{suffix}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read_build_info(folder: Path) -> dict | None:
+    """BUILD_INFO of ``folder/_build_info.py``, read without importing it (it may belong to
+    another copy of the package)."""
+    try:
+        tree = ast.parse((folder / "_build_info.py").read_text())
+    except (OSError, SyntaxError, ValueError):
+        return None
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "BUILD_INFO" for t in node.targets):
+            try:
+                return dict(ast.literal_eval(node.value))
+            except ValueError:
+                return None
+    return None
+
+
+def _installed_copies() -> list[Path]:
+    """Other ``progan_ext`` folders on sys.path that hold a compiled module (installed copies)."""
+    found = []
+    for entry in sys.path:
+        folder = Path(entry or ".").resolve() / "progan_ext"
+        if folder != PACKAGE_DIR and folder not in found and _binary_in(folder) is not None:
+            found.append(folder)
+    return found
+
+
+def _stale(info: dict) -> bool:
+    """Whether a binary was built from other sources than this checkout's csrc/ (CMake builds
+    record no digest and are not checked)."""
+    built_from = info.get("sources_digest")
+    return built_from is not None and built_from != sources_digest(CHECKOUT / "csrc")
+
+
+def _locate() -> tuple[Path | None, dict | None, str | None]:
+    """(folder holding the module to load, its build info, None) or (None, None, why not)."""
+    if _binary_in(PACKAGE_DIR) is not None:
+        info = _read_build_info(PACKAGE_DIR)
+        if info is None:
+            return None, None, f"{_binary_in(PACKAGE_DIR)} has no readable _build_info.py beside it; {REBUILD}"
+        if CHECKOUT is not None and _stale(info):
+            return None, None, (f"progan_ext._C in {PACKAGE_DIR} was built from other csrc/ sources than the "
+                                "checkout's (a stale build); rebuild it the way it was built: `python setup.py "
+                                "build_ext --inplace`, `pip install -e .` or the CMake build")
+        return PACKAGE_DIR, info, None
+    if CHECKOUT is None:
+        return None, None, f"progan_ext in {PACKAGE_DIR} has no compiled module (progan_ext._C); {REBUILD}"
+    here = f"progan_ext is imported from the source checkout {CHECKOUT}, which holds no compiled module"
+    copies = _installed_copies()
+    if not copies:
+        return None, None, (f"{here}, and no installed progan_ext was found; install it with {INSTALL}, "
+                            "or build into the checkout with `python setup.py build_ext --inplace`")
+    folder = copies[0]
+    info = _read_build_info(folder)
+    if info is None:
+        return None, None, f"{here}; the installed copy in {folder} has no readable _build_info.py; {REBUILD}"
+    if _stale(info):
+        return None, None, (f"{here}; the installed copy in {folder} was built from other csrc/ sources "
+                            f"than this checkout's (a stale build); {REBUILD}")
+    return folder, info, None
+
+
+def _import_module(folder: Path) -> None:
+    if folder == PACKAGE_DIR:
+        importlib.import_module("progan_ext._C")
+        return
+    # The installed copy's binary, loaded as this package's submodule.
+    spec = importlib.util.spec_from_file_location("progan_ext._C", _binary_in(folder))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["progan_ext._C"] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules["progan_ext._C"]
+        raise
+
+
 def _load() -> None:
-    global available, error, build_info
+    global available, error, build_info, module_path
     if _flag("PROGAN_EXT_DISABLE_EXT"):
         error = "the compiled extension is disabled by PROGAN_EXT_DISABLE_EXT=1"
         return
-    try:
-        from . import _build_info  # written by setup.py / CMake at build time
-
-        build_info = dict(_build_info.BUILD_INFO)
-    except ImportError:
-        error = "progan_ext was not compiled (no progan_ext/_build_info.py); " + _REBUILD
+    folder, info, error = _locate()
+    if folder is None:
         return
+    build_info = info
     error = version_mismatch(build_info, torch.__version__, torch.version.cuda)
     if error:
         return
     try:
-        importlib.import_module("progan_ext._C")
-    except ImportError as exc:  # a stale or foreign binary
-        error = f"progan_ext._C failed to load ({exc}); {_REBUILD}"
+        _import_module(folder)
+    except ImportError as exc:  # a broken or foreign binary
+        error = f"progan_ext._C in {folder} failed to load ({exc}); {REBUILD}"
         return
+    module_path = str(_binary_in(folder))
     available = True
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from .networks import Generator
+from .training.config import cli_name
 from .training import checkpoint
 from .training.outputs import save_grid, to_uint8
 
@@ -21,11 +22,19 @@ __all__ = ["load_generator", "main"]
 
 def load_generator(path, device="cpu", impl: str | None = None):
     """(G_ema in eval mode, info) from a checkpoint file or run directory; info has the config,
-    resolution and alpha reached."""
+    resolution and alpha reached. Raises ``checkpoint.CheckpointError`` (one line) for a missing,
+    unreadable or foreign file."""
     state = checkpoint.load(path)
     cfg = state["config"]
-    G = Generator(cfg["resolution"], cfg["latent_size"], cfg["fmap_base"], cfg["fmap_max"], impl=impl or cfg["impl"])
-    G.load_state_dict(state["G_ema"])
+    try:
+        G = Generator(cfg["resolution"], cfg["latent_size"], cfg["fmap_base"], cfg["fmap_max"],
+                      impl=impl or cfg["impl"])
+        G.load_state_dict(state["G_ema"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise checkpoint.CheckpointError(
+            f"{state['path']!r} does not hold a generator this version can build ({type(exc).__name__}: {reason})"
+        ) from None
     G.requires_grad_(False).eval().to(device)
     return G, {"config": cfg, "resolution": state["resolution"], "alpha": state["alpha"], "nimg": state["nimg"],
                "path": state["path"]}
@@ -41,7 +50,7 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
 
 @torch.no_grad()
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m progan_ext.generate", description="Sample a trained ProGAN generator.")
+    p = argparse.ArgumentParser(prog=cli_name("generate"), description="Sample a trained ProGAN generator.")
     p.add_argument("checkpoint", help="checkpoint file or run directory (newest checkpoint)")
     p.add_argument("--grid", help="write a grid of --num images to this PNG")
     p.add_argument("--num", type=int, default=64, help="images in the grid")
@@ -60,7 +69,7 @@ def main(argv=None) -> int:
         p.error("--interpolate needs >= 2 frames and --keyframes >= 2")
     try:
         G, info = load_generator(args.checkpoint, args.device)
-    except (FileNotFoundError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # missing, unreadable or foreign checkpoint: one line
         print(f"error: {exc}", file=sys.stderr)
         return 2
     res, alpha = info["resolution"], info["alpha"]

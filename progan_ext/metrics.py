@@ -115,7 +115,9 @@ def main(argv=None) -> int:
     from .data import open_source
     from .generate import load_generator
 
-    p = argparse.ArgumentParser(prog="python -m progan_ext.metrics", description=__doc__.split("\n\n")[0])
+    from .training.config import cli_name
+
+    p = argparse.ArgumentParser(prog=cli_name("metrics"), description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", help="checkpoint file or run directory (its EMA generator is evaluated)")
     p.add_argument("--data", help="real images (folder or prepared dir); default: the run's data")
     p.add_argument("--num", type=int, default=2048, help="images per set (the paper used 16384)")
@@ -134,7 +136,7 @@ def main(argv=None) -> int:
         if res < 16:
             raise ValueError(f"the checkpoint is at {res}x{res}; SWD needs 16x16 or more")
         result = swd_real_vs_generator(G, source, res, args.num, device=args.device, seed=args.seed)
-    except (FileNotFoundError, ValueError) as exc:
+    except (OSError, ValueError, KeyError) as exc:  # missing/unreadable checkpoint or data: one line
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"SWD x1e3 at {res}x{res}, {args.num} images:")

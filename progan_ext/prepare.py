@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from .data import PYRAMID_META, box_downsample, list_image_files, load_image, pyramid_level_name
 from .networks import check_resolution, resolutions_up_to
+from .training.config import cli_name
 
 __all__ = ["prepare", "main"]
 
@@ -82,7 +83,7 @@ def prepare(src, out, resolution: int, *, workers: int = 0, max_images: int | No
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m progan_ext.prepare", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog=cli_name("prepare"), description=__doc__.split("\n\n")[0])
     p.add_argument("src", help="folder of images (searched recursively)")
     p.add_argument("out", help="output directory")
     p.add_argument("--resolution", type=int, required=True, help="final resolution, power of two 8..1024")
@@ -95,7 +96,7 @@ def main(argv=None) -> int:
         p.error(str(exc))
     try:
         meta = prepare(args.src, args.out, args.resolution, workers=args.workers, max_images=args.max_images)
-    except (FileNotFoundError, NotADirectoryError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # missing/unreadable source or unwritable output: one line
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {meta['num_images']} images at 4..{args.resolution} to {args.out} ({meta['skipped']} unreadable skipped)")

@@ -26,7 +26,7 @@ def main(argv=None) -> int:
     except PeerFailed as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 1
-    except (FileNotFoundError, NotADirectoryError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # missing data, unreadable checkpoint, ...: one line, no traceback
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2
 

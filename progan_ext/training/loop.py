@@ -171,8 +171,30 @@ def train_step(G, D, G_ema, opt_g, opt_d, reals, cfg: TrainConfig, res: int, alp
 # The run.
 
 
+def _load_resume_state(where) -> dict:
+    """The checkpoint to resume from: a given file, or the newest readable one of a run directory.
+    Unreadable newer ones (a truncated copy, a full disk) are renamed ``*.unreadable`` with a
+    warning, so that pruning never keeps them in place of good ones; stale temp files of a killed
+    run are removed."""
+    where = Path(where)
+    if not where.is_dir():
+        return checkpoint.load(where)
+
+    def set_aside(bad: Path, message: str) -> None:
+        if not dist.is_main():  # under torchrun, rank 0 renames and speaks for all
+            return
+        aside = bad.with_name(bad.name + ".unreadable")
+        os.replace(bad, aside)
+        print(f"warning: {message}; renamed it to {aside.name} and resuming from an older checkpoint",
+              file=sys.stderr, flush=True)
+
+    if dist.is_main():
+        checkpoint.remove_stale_temp_files(where)
+    return checkpoint.load_newest(where, on_skip=set_aside)
+
+
 def _resume_config(cfg: TrainConfig):
-    state = checkpoint.load(cfg.resume)
+    state = _load_resume_state(cfg.resume)
     saved = TrainConfig.from_json(state["config"])
     for name in RUNTIME_FIELDS:  # runtime flags of this invocation win
         value = getattr(cfg, name)
@@ -227,8 +249,10 @@ def _train(cfg: TrainConfig, device: torch.device) -> int:
     dist.broadcast_module(G)
     dist.broadcast_module(D)
     G_ema.load_state_dict(G.state_dict())
+    backends = op_backends(cfg.impl, device)
     say(f"networks ({cfg.impl}): G {num_params(G):,} parameters, D {num_params(D):,} parameters "
         f"(final resolution {cfg.resolution}, fmap_max {cfg.fmap_max}, latent {cfg.latent_size})")
+    say(f"ops on {device.type}: {describe_backends(backends, cfg.impl)}")
     schedule = Schedule(cfg.resolution, cfg.kimg_stable, cfg.kimg_fade, cfg.total_kimg)
     say(f"schedule: {schedule.describe()}; {schedule.total_nimg / 1000:g} kimg in total")
     pos = schedule.at(0)
@@ -261,14 +285,17 @@ def _train(cfg: TrainConfig, device: torch.device) -> int:
         cfg.run_dir = str(run_dir)
         with open(run_dir / "config.json", "w") as f:
             json.dump({**cfg.to_json(), "world_size": world, "device": str(device),
-                       "G_params": num_params(G), "D_params": num_params(D)}, f, indent=2)
+                       "G_params": num_params(G), "D_params": num_params(D), "op_backends": backends}, f, indent=2)
         say(f"run directory: {run_dir}")
+        if step == 0:  # the real images, as the networks see them at the final resolution
+            save_grid(real_grid(source, cfg.resolution, cfg.grid, cfg.seed), run_dir / "reals.png")
     log = RunLog(run_dir, cfg.tensorboard) if main else None
     if log is not None and log.note:
         say(log.note)
-    if main and step == 0:
-        log.write({"event": "start", "data": source.describe(), "skipped_files": source.skipped,
-                   "G_params": num_params(G), "D_params": num_params(D), "world_size": world})
+    if main:
+        log.write({"event": "start", **({"resumed_at_kimg": nimg / 1000} if step else {}), "data": source.describe(),
+                   "skipped_files": source.skipped, "G_params": num_params(G), "D_params": num_params(D),
+                   "world_size": world, "op_backends": backends})
 
     def autocast():  # --amp bf16: convolutions and matmuls in bf16, weights and Adam in fp32
         if cfg.amp == "bf16":
@@ -381,6 +408,45 @@ def _train(cfg: TrainConfig, device: torch.device) -> int:
         if exit_code == 0:
             say(f"{'finished' if schedule.done(nimg) else 'stopped'} at {nimg / 1000:g} kimg; outputs in {run_dir}")
     return exit_code
+
+
+def op_backends(impl: str, device: torch.device) -> dict:
+    """``{op: backend}`` that ``impl`` runs on ``device``: from ``progan_ext.ops.backend_info()``
+    for the fused ops, the PyTorch reference for ``--impl reference``."""
+    from .. import ops
+
+    info = ops.backend_info()
+    if impl == "reference":
+        return {op: "reference (PyTorch)" for op in info["ops"]}
+    return {op: per_device.get(device.type, "reference (PyTorch)") for op, per_device in info["ops"].items()}
+
+
+def describe_backends(backends: dict, impl: str) -> str:
+    """One line: 'compiled C++ kernel for all 6 ops', or which ops run which backend, and why the
+    compiled module is missing when it is."""
+    from .. import _ext
+
+    groups: dict[str, list[str]] = {}
+    for op, backend in backends.items():
+        groups.setdefault(backend, []).append(op)
+    if len(groups) == 1:
+        (backend, ops_), = groups.items()
+        text = f"{backend} for all {len(ops_)} ops"
+    else:
+        text = "; ".join(f"{backend}: {', '.join(ops_)}" for backend, ops_ in groups.items())
+    if "reference (PyTorch)" not in groups:
+        text += f" ({_ext.module_path})"
+    elif impl == "ext" and not _ext.available:
+        text += f" (compiled module not loaded: {_ext.error})"
+    return text
+
+
+def real_grid(source, resolution: int, num: int, seed: int) -> torch.Tensor:
+    """``num`` real images (a fixed random choice) at ``resolution``, in [-1, 1]."""
+    import numpy as np
+
+    idx = torch.randperm(len(source), generator=torch.Generator().manual_seed(seed))[:num].tolist()
+    return torch.from_numpy(np.stack([source.get(i, resolution) for i in idx])).float() / 127.5 - 1
 
 
 def _latest(run_dir):
