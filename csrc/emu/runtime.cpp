@@ -14,13 +14,15 @@
 #include <sstream>
 
 #if defined(__SANITIZE_ADDRESS__)
-#include <sanitizer/common_interface_defs.h>
 #define PROGAN_EMU_ASAN 1
 #elif defined(__has_feature)
 #if __has_feature(address_sanitizer)
-#include <sanitizer/common_interface_defs.h>
 #define PROGAN_EMU_ASAN 1
 #endif
+#endif
+#ifdef PROGAN_EMU_ASAN
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
 #endif
 
 #if !defined(__x86_64__)
@@ -136,6 +138,9 @@ struct Launch {
   bool attribute_set = false;  // cudaFuncSetAttribute(MaxDynamicSharedMemorySize) was called
   std::string error;   // first error of this block
   unsigned exited = 0, at_barrier = 0;
+  // Per warp: lanes that have exited, and lanes waiting at a collective (bit masks), so that the
+  // checks at every arrival are O(1) and resolution is tried only when a mask can be complete.
+  std::vector<unsigned> warp_exited, warp_waiting;
 };
 
 std::mutex g_mutex;                       // one launch at a time
@@ -143,11 +148,17 @@ Launch* g_launch = nullptr;               // the launch being run (under g_mutex
 std::map<const void*, size_t> g_max_dynamic;  // cudaFuncSetAttribute, per kernel
 Stats g_stats;
 
-// Fiber stacks, reused across launches: mmap'd with a guard page below each.
+// Fiber stacks, reused across launches: mmap'd with a guard page below each. After a launch that
+// failed, fibers were abandoned mid-call: under AddressSanitizer their frames' redzones would stay
+// poisoned in the shadow memory of the reused stacks, so the stacks are unpoisoned first.
 struct StackPool {
   std::vector<std::pair<char*, size_t>> stacks;
+  std::vector<bool> dirty;  // left by an abandoned fiber
   char* get(size_t i, size_t size) {
-    while (stacks.size() <= i) stacks.push_back({nullptr, 0});
+    while (stacks.size() <= i) {
+      stacks.push_back({nullptr, 0});
+      dirty.push_back(false);
+    }
     auto& s = stacks[i];
     if (s.first == nullptr || s.second != size) {
       if (s.first) munmap(s.first, s.second + kGuard);
@@ -156,6 +167,10 @@ struct StackPool {
       mprotect(p, kGuard, PROT_NONE);
       s = {static_cast<char*>(p), size};
     }
+#ifdef PROGAN_EMU_ASAN
+    if (dirty[i]) ASAN_UNPOISON_MEMORY_REGION(s.first + kGuard, size);
+#endif
+    dirty[i] = false;
     return s.first + kGuard;
   }
 };
@@ -283,6 +298,7 @@ int shfl_source(Collective kind, int lane, int b, int width) {
 // source-level call into several (a GPU compiler keeps it convergent).
 void try_resolve(Launch& L, ThreadState& t) {
   const unsigned mask = t.mask;
+  if ((L.warp_waiting[t.warp] & mask) != mask) return;  // not everyone has arrived yet
   for (unsigned l = 0; l < 32; ++l) {
     if (!(mask >> l & 1)) continue;
     const ThreadState& o = lane_of(L, t.warp, l);
@@ -330,6 +346,7 @@ void try_resolve(Launch& L, ThreadState& t) {
   }
   for (unsigned l = 0; l < 32; ++l)
     if (mask >> l & 1) lane_of(L, t.warp, l).state = State::Runnable;
+  L.warp_waiting[t.warp] &= ~mask;
 }
 
 // Nothing can run: describe who waits for what.
@@ -364,6 +381,7 @@ void try_resolve(Launch& L, ThreadState& t) {
 
 void on_exit(Launch& L, ThreadState& t) {
   ++L.exited;
+  L.warp_exited[t.warp] |= 1u << t.lane;
   if (L.at_barrier > 0)
     launch_error(L, &t, "divergent __syncthreads: this thread exited while " + std::to_string(L.at_barrier) +
                             " threads of its block wait at a barrier");
@@ -382,6 +400,8 @@ void run_block(Launch& L, std::mt19937_64& rng) {
   L.static_used = 0;
   if (L.dynamic_smem) std::memset(L.arena + L.dynamic_offset, kPoison, L.dynamic_smem);
   L.exited = 0;
+  L.warp_exited.assign(L.warps, 0);
+  L.warp_waiting.assign(L.warps, 0);
   L.at_barrier = 0;
   L.error.clear();
   for (unsigned i = 0; i < L.nthreads; ++i) {
@@ -421,6 +441,7 @@ void run_block(Launch& L, std::mt19937_64& rng) {
           if (++L.at_barrier == L.nthreads) release_barrier(L);
           break;
         case State::Collective:
+          L.warp_waiting[t.warp] |= 1u << t.lane;
           try_resolve(L, t);
           break;
         case State::Runnable:
@@ -505,18 +526,18 @@ void syncthreads(const void* site) {
 uint64_t warp_collective(Collective kind, const void* site, unsigned mask, uint64_t value, int arg, int width) {
   Launch& L = launch_or_fail();
   ThreadState& t = *L.running;
-  const std::string name = collective_name(kind);
+  const char* name = collective_name(kind);
   if (!(mask >> t.lane & 1))
-    launch_error(L, &t, name + " called by a lane that its mask " + hex(mask) + " does not name");
+    launch_error(L, &t, std::string(name) + " called by a lane that its mask " + hex(mask) + " does not name");
   const unsigned lanes = warp_lanes_mask(L, t.warp);
   if (mask & ~lanes)
-    launch_error(L, &t, name + " mask " + hex(mask) + " names lanes that do not exist (this warp has " +
+    launch_error(L, &t, std::string(name) + " mask " + hex(mask) + " names lanes that do not exist (this warp has " +
                             std::to_string(warp_size(L, t.warp)) + " threads)");
   if (width < 1 || width > 32 || (width & (width - 1)))
-    launch_error(L, &t, name + " width must be a power of two in [1, 32], got " + std::to_string(width));
-  for (unsigned l = 0; l < 32; ++l)
-    if ((mask >> l & 1) && lane_of(L, t.warp, l).state == State::Exited)
-      launch_error(L, &t, name + " mask " + hex(mask) + " names lane " + std::to_string(l) + ", which has exited");
+    launch_error(L, &t, std::string(name) + " width must be a power of two in [1, 32], got " + std::to_string(width));
+  if (const unsigned gone = mask & L.warp_exited[t.warp])
+    launch_error(L, &t, std::string(name) + " mask " + hex(mask) + " names lane " + std::to_string(__builtin_ctz(gone)) +
+                            ", which has exited");
   t.site = site;
   t.kind = kind;
   t.mask = mask;
@@ -533,9 +554,9 @@ void wmma_collective(const void* site, const WmmaArgs& mine, const std::function
   ThreadState& t = *L.running;
   if (warp_size(L, t.warp) != 32)
     launch_error(L, &t, std::string("wmma::") + mine.op + " needs a full warp of 32 threads");
-  for (unsigned l = 0; l < 32; ++l)
-    if (lane_of(L, t.warp, l).state == State::Exited)
-      launch_error(L, &t, std::string("wmma::") + mine.op + ": lane " + std::to_string(l) + " of the warp has exited");
+  if (const unsigned gone = L.warp_exited[t.warp])
+    launch_error(L, &t, std::string("wmma::") + mine.op + ": lane " + std::to_string(__builtin_ctz(gone)) +
+                            " of the warp has exited");
   t.site = site;
   t.kind = Collective::Wmma;
   t.mask = 0xffffffffu;
@@ -700,7 +721,12 @@ void launch_raw(const void* kernel, const char* name, dim3 grid, dim3 block, siz
   ++g_stats.launches;
   for (uint64_t b : blocks) {
     L.block_idx = {unsigned(b % grid.x), unsigned((b / grid.x) % grid.y), unsigned(b / (uint64_t(grid.x) * grid.y))};
-    run_block(L, rng);
+    try {
+      run_block(L, rng);
+    } catch (...) {
+      for (unsigned i = 0; i < L.nthreads; ++i) g_stacks.dirty[i] = true;  // fibers left mid-call
+      throw;
+    }
     ++g_stats.blocks;
     g_stats.threads += L.nthreads;
   }
