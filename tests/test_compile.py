@@ -164,6 +164,45 @@ def test_fade_in_alpha_does_not_recompile_every_step():
     assert len(graphs) <= 2  # specialised on the first alpha, then alpha becomes a graph input
 
 
+def test_one_compiled_network_through_progressive_growth():
+    """Compiled once, called as a progressive run calls it: the resolution changes (it arrives as a
+    symbolic int after the first change) and alpha moves; one graph per (resolution, phase)."""
+    G, D = small_nets("cpu")
+    graphs = []
+
+    def record(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    cg = torch.compile(G, backend=record, fullgraph=True)
+    cd = torch.compile(D, backend=record, fullgraph=True)
+    z = randn((4, 16))
+    states = [(4, 1.0)] + [(r, a) for r in (8, 16) for a in (0.3, 0.6, 1.0)]
+    for r, a in states:
+        img = cg(z, resolution=r, alpha=a)
+        assert_close(img, G(z, resolution=r, alpha=a), torch.float32)
+        assert_close(cd(img, resolution=r, alpha=a), D(img, resolution=r, alpha=a), torch.float32)
+    assert len(graphs) <= 2 * 5  # G and D: 4x4, then fade-in and stable at 8 and 16
+
+
+def test_layers_with_different_hyperparameters_compile_separately():
+    """Several layers of one class share forward's code: a float hyperparameter that differs between
+    them (gain, alpha, eps) becomes a symbolic float, and the argument checks must trace it too."""
+    x = randn((2, 6, 5, 5))
+    convs = [layers.EqualizedConv2d(6, 5, 3), layers.EqualizedConv2d(6, 3, 1, gain=1.0, act="linear"),
+             layers.EqualizedConv2d(6, 3, 3, gain=0.5, alpha=0.1)]
+    norms = [layers.PixelNorm(eps) for eps in (1e-8, 1e-6, 1e-4)]
+    for layer in convs + norms:
+        y = torch.compile(layer, fullgraph=True, backend="eager")(x)
+        assert_close(y, layer(x), torch.float32)
+    fn = torch.compile(ops.pixel_norm, fullgraph=True, backend="eager")
+    for eps in (1e-8, 1e-6, 1e-4):
+        assert_close(fn(x, eps), reference.pixel_norm(x, eps), torch.float32)
+    for bad in (0.0, -1.0, math.inf, math.nan):  # checked on the symbolic eps too
+        with pytest.raises(Exception, match="eps must be a positive"):
+            fn(x, bad)
+
+
 @pytest.mark.slow  # Inductor generates and compiles C++ (CPU) or Triton (CUDA): ~1 min cold on 2 cores
 @pytest.mark.parametrize("device", DEVICES)
 def test_networks_fullgraph_inductor(device):
