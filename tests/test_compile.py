@@ -177,12 +177,12 @@ def test_one_compiled_network_through_progressive_growth():
     cg = torch.compile(G, backend=record, fullgraph=True)
     cd = torch.compile(D, backend=record, fullgraph=True)
     z = randn((4, 16))
-    states = [(4, 1.0)] + [(r, a) for r in (8, 16) for a in (0.3, 0.6, 1.0)]
+    states = [(4, 1.0), (8, 0.3), (8, 0.6), (8, 1.0), (16, 0.5)]
     for r, a in states:
         img = cg(z, resolution=r, alpha=a)
         assert_close(img, G(z, resolution=r, alpha=a), torch.float32)
         assert_close(cd(img, resolution=r, alpha=a), D(img, resolution=r, alpha=a), torch.float32)
-    assert len(graphs) <= 2 * 5  # G and D: 4x4, then fade-in and stable at 8 and 16
+    assert len(graphs) <= 2 * 4  # G and D: 4x4, fade-in and stable at 8, fade-in at 16
 
 
 def test_layers_with_different_hyperparameters_compile_separately():
