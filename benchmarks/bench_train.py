@@ -15,7 +15,7 @@ Variants:
 
 * ``reference``          -- networks built with ``impl="reference"`` (plain eager PyTorch): the baseline;
 * ``ext``                -- ``impl="ext"``: the fused progan_ext ops (compiled kernels when built);
-* ``reference-compiled`` -- reference networks with ``torch.compile`` of G and of D's forward;
+* ``reference-compiled`` -- reference networks with ``torch.compile(fullgraph=True)`` of G and of D's forward;
 * ``ext-compiled``       -- the same over the ext ops.
 
 torch.compile cannot differentiate its graphs twice, so in the compiled variants the gradient penalty's
@@ -102,8 +102,9 @@ class TrainStep:
         self.g_params = list(self.G.parameters())
         if compiled:
             torch._dynamo.reset()
-            self.G_run = torch.compile(self.G, mode=args.compile_mode)
-            d_fast = torch.compile(self.D, mode=args.compile_mode)
+            # fullgraph: G and D forward are one graph each (issue 13); a graph break is an error here.
+            self.G_run = torch.compile(self.G, mode=args.compile_mode, fullgraph=True)
+            d_fast = torch.compile(self.D, mode=args.compile_mode, fullgraph=True)
             self.D_dloss = PenaltyEagerD(self.D, d_fast)
             self.D_gloss = d_fast
         else:
@@ -182,6 +183,7 @@ def run_row(row, trainer, args, device, deadline) -> None:
     n_steps = 1 + args.warmup_steps + args.steps
     if compiled:
         row["compiled"] = {
+            "fullgraph": True,
             "G": "torch.compile (both the no-grad D-step call and the G-step call)",
             "D": "torch.compile for D(real), D(fake) and the G step; eager for the gradient penalty's D(x_hat)",
             "d_loss_calls_per_step": {"compiled": ts.D_dloss.compiled_calls / n_steps,

@@ -55,12 +55,18 @@ def _channels(fmap_base: int, fmap_max: int):
 class _Network(nn.Module):
     """Shared checks of the progressive forward arguments."""
 
-    def _check_call(self, resolution: int, alpha: float) -> int:
-        if resolution not in self.resolutions:
+    def _check_call(self, resolution: int, alpha: float) -> tuple[int, int]:
+        """(log2 r, r) with r a plain int. Under torch.compile, a resolution that changed between
+        calls (progressive growing) arrives as a symbolic int; comparing it with each known
+        resolution specialises the graph on it, as it must: each resolution is another network."""
+        for r in self.resolutions:
+            if resolution == r:
+                break
+        else:
             raise ValueError(f"resolution must be one of {self.resolutions}, got {resolution!r}")
         if not (0.0 <= float(alpha) <= 1.0):
             raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
-        return int(math.log2(resolution))
+        return int(math.log2(r)), r
 
 
 class Generator(_Network):
@@ -107,7 +113,7 @@ class Generator(_Network):
 
     def forward(self, z: torch.Tensor, resolution: int | None = None, alpha: float = 1.0) -> torch.Tensor:
         resolution = self.max_resolution if resolution is None else resolution
-        k_out = self._check_call(resolution, alpha)
+        k_out, resolution = self._check_call(resolution, alpha)
         if z.dim() != 2 or z.shape[1] != self.latent_size:
             raise ValueError(f"z must have shape [N, {self.latent_size}], got {tuple(z.shape)}")
         x = self.dense(self.latent_norm(z)).reshape(z.shape[0], self.c4, 4, 4)
@@ -167,7 +173,7 @@ class Discriminator(_Network):
 
     def forward(self, img: torch.Tensor, resolution: int | None = None, alpha: float = 1.0) -> torch.Tensor:
         resolution = self.max_resolution if resolution is None else resolution
-        k_in = self._check_call(resolution, alpha)
+        k_in, resolution = self._check_call(resolution, alpha)
         if img.dim() != 4 or img.shape[1] != 3 or img.shape[2] != resolution or img.shape[3] != resolution:
             raise ValueError(f"images must have shape [N, 3, {resolution}, {resolution}], got {tuple(img.shape)}")
         x = self.fromrgb[str(resolution)](img)

@@ -4,6 +4,13 @@ Each function validates its arguments (the same checks and messages as ``progan_
 then calls the compiled ``torch.ops.progan_ext.<op>`` when the extension has a kernel for the
 input's device, and the plain-PyTorch reference otherwise. ``backend_info()`` says which is which.
 Autograd, fake kernels and autocast rules of the compiled ops live in ``progan_ext/opdefs/``.
+
+Which implementation serves a device type is decided once, outside any traced code: ``KERNELS``
+maps a device type to the compiled ops that serve its tensors, filled at import from the
+dispatcher. The functions below only read that table, and their checks are plain Python on
+static shapes and dtypes, so ``torch.compile`` traces them into the caller's graph (no graph
+breaks, ``fullgraph=True`` works). ``use_kernels`` re-routes a device type, e.g. to another
+namespace that registers the same schemas, or to the reference.
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ __all__ = [
     "upsample_conv2d",
     "conv2d_downsample",
     "backend_info",
+    "use_kernels",
+    "kernel_namespace",
     "OPS",
 ]
 
@@ -32,37 +41,97 @@ OPS = ("pixel_norm", "minibatch_stddev", "bias_act", "eq_conv2d", "upsample_conv
 if _ext.available:
     from . import opdefs  # noqa: F401  (registers fake kernels, autograd and autocast rules)
 
-_DISPATCH_KEY = {"cpu": "CPU", "cuda": "CUDA"}
-_has_kernel_cache: dict[tuple[str, str], bool] = {}
+
+# ----------------------------------------------------------------------------------------------
+# Which implementation serves each device type.
+
+NAMESPACE = "progan_ext"  # the torch.ops namespace of the compiled extension
+# Device types whose tensors a torch.ops namespace can serve, with their dispatch keys ("meta":
+# the fake kernels in opdefs/ are also Meta kernels). Other device types use the reference.
+DISPATCH_KEYS = {"cpu": "CPU", "cuda": "CUDA", "meta": "Meta"}
+
+# The implementation table: device type -> (namespace, {op name: torch.ops callable with a kernel
+# for that device type}). An op missing from its entry runs the reference; a namespace of None
+# means the reference was chosen on purpose (no warning). Written only by use_kernels.
+KERNELS: dict[str, tuple[str | None, dict]] = {}
 _warned: set[tuple[str, str]] = set()
 
 
+def _kernels_in(namespace: str, device_type: str) -> dict:
+    """The public ops that ``torch.ops.<namespace>`` implements for ``device_type`` tensors."""
+    key = DISPATCH_KEYS.get(device_type)
+    if key is None:
+        return {}
+    ns = getattr(torch.ops, namespace)
+    return {
+        op: getattr(ns, op)
+        for op in OPS
+        if hasattr(ns, op) and torch._C._dispatch_has_kernel_for_dispatch_key(f"{namespace}::{op}", key)
+    }
+
+
+def use_kernels(device_type: str, namespace: str | None = NAMESPACE) -> str | None:
+    """Routes the public ops on ``device_type`` tensors to the kernels of ``torch.ops.<namespace>``
+    (an op without a kernel there runs the reference, with a warning), or, for ``namespace=None``,
+    every op to the reference. For tests, comparisons and alternative builds of the same schemas.
+
+    At import, with the extension loaded, the table is ``use_kernels(t)`` for every device type in
+    ``DISPATCH_KEYS``. Compiled graphs guard on the table: a change re-traces them.
+
+    Returns:
+        The namespace that served ``device_type`` before (pass it back to restore).
+    """
+    if not isinstance(device_type, str) or not device_type:
+        raise ValueError(f"device_type must be a device type such as 'cpu' or 'cuda', got {device_type!r}")
+    if namespace is not None and not any(hasattr(getattr(torch.ops, namespace), op) for op in OPS):
+        raise ValueError(f"torch.ops.{namespace} defines none of the progan_ext ops {OPS}")
+    before = kernel_namespace(device_type)
+    KERNELS[device_type] = (namespace, {} if namespace is None else _kernels_in(namespace, device_type))
+    return before
+
+
+def kernel_namespace(device_type: str) -> str | None:
+    """The torch.ops namespace routed to ``device_type`` tensors, or None (the reference)."""
+    return KERNELS.get(device_type, (None, {}))[0]
+
+
+if _ext.available:
+    for _device_type in DISPATCH_KEYS:
+        use_kernels(_device_type)
+
+
+def _warn_no_kernel(op: str, device_type: str) -> None:
+    """Once per (op, device type): the extension is loaded but has no kernel for these tensors."""
+    if (op, device_type) in _warned:
+        return
+    _warned.add((op, device_type))
+    warnings.warn(
+        f"progan_ext: no compiled {op} kernel for {device_type} tensors in this build; "
+        "using the pure-PyTorch reference",
+        RuntimeWarning,
+        stacklevel=4,
+    )
+
+
+# Under torch.compile, Dynamo runs _warn_no_kernel when it traces the call instead of tracing into
+# it (warnings.warn would break the graph): the flag torch.compiler.assume_constant_result sets, set
+# here directly because that function imports torch._dynamo (seconds) and progan_ext imports fast.
+_warn_no_kernel._dynamo_marked_constant = True
+
+
+def _kernel(op: str, x: torch.Tensor):
+    """The compiled op serving ``x``'s device, or None for the reference. Table look-ups only
+    (no dispatcher queries), so torch.compile traces it without a graph break."""
+    namespace, kernels = KERNELS.get(x.device.type, (NAMESPACE, {}))
+    kernel = kernels.get(op)
+    if kernel is None and namespace is not None and _ext.available:
+        _warn_no_kernel(op, x.device.type)
+    return kernel
+
+
 def _has_kernel(op: str, device_type: str) -> bool:
-    """Whether the compiled extension implements ``op`` for ``device_type``."""
-    key = (op, device_type)
-    if key not in _has_kernel_cache:
-        found = _ext.available and hasattr(torch.ops.progan_ext, op)
-        if found and device_type in _DISPATCH_KEY:
-            found = torch._C._dispatch_has_kernel_for_dispatch_key(
-                f"progan_ext::{op}", _DISPATCH_KEY[device_type]
-            )
-        _has_kernel_cache[key] = found
-    return _has_kernel_cache[key]
-
-
-def _compiled(op: str, x: torch.Tensor) -> bool:
-    device_type = x.device.type
-    if _has_kernel(op, device_type):
-        return True
-    if _ext.available and (op, device_type) not in _warned:
-        _warned.add((op, device_type))
-        warnings.warn(
-            f"progan_ext: no compiled {op} kernel for {device_type} tensors in this build; "
-            "using the pure-PyTorch reference",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-    return False
+    """Whether a compiled kernel serves ``op`` for ``device_type`` tensors."""
+    return op in KERNELS.get(device_type, (None, {}))[1]
 
 
 def backend_info() -> dict:
@@ -71,17 +140,21 @@ def backend_info() -> dict:
     Returns:
         ``{"extension": "loaded" | <reason it is not>, "build": {...}, "ops": {op: {"cpu": backend,
         "cuda": backend}}}`` where backend is ``"compiled C++ kernel"``, ``"compiled CUDA kernel"``
-        or ``"reference (PyTorch)"``.
+        or ``"reference (PyTorch)"`` (or ``"torch.ops.<namespace> kernel"`` after ``use_kernels``
+        routed a device type to another namespace).
     """
     names = {"cpu": "compiled C++ kernel", "cuda": "compiled CUDA kernel"}
-    ops = {
-        op: {dev: (names[dev] if _has_kernel(op, dev) else "reference (PyTorch)") for dev in ("cpu", "cuda")}
-        for op in OPS
-    }
+
+    def backend(op, dev):
+        if not _has_kernel(op, dev):
+            return "reference (PyTorch)"
+        namespace = kernel_namespace(dev)
+        return names[dev] if namespace == NAMESPACE else f"torch.ops.{namespace} kernel"
+
     return {
         "extension": "loaded" if _ext.available else f"not loaded: {_ext.error}",
         "build": dict(_ext.build_info),
-        "ops": ops,
+        "ops": {op: {dev: backend(op, dev) for dev in ("cpu", "cuda")} for op in OPS},
     }
 
 
@@ -99,8 +172,9 @@ def pixel_norm(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
         Tensor of x's shape, dtype and memory format.
     """
     ref.check_pixel_norm(x, eps)
-    if _compiled("pixel_norm", x):
-        return torch.ops.progan_ext.pixel_norm(x, float(eps))
+    kernel = _kernel("pixel_norm", x)
+    if kernel is not None:
+        return kernel(x, float(eps))
     return ref.pixel_norm(x, eps)
 
 
@@ -118,8 +192,9 @@ def minibatch_stddev(
         [N, C + F, H, W]: x followed by the F statistics channels.
     """
     ref.check_minibatch_stddev(x, group_size, num_features, eps)
-    if _compiled("minibatch_stddev", x):
-        return torch.ops.progan_ext.minibatch_stddev(x, int(group_size), int(num_features), float(eps))
+    kernel = _kernel("minibatch_stddev", x)
+    if kernel is not None:
+        return kernel(x, int(group_size), int(num_features), float(eps))
     return ref.minibatch_stddev(x, group_size, num_features, eps)
 
 
@@ -138,8 +213,9 @@ def bias_act(
     """
     bias = ref.autocast_bias(x, bias)  # inside autocast the bias follows x's dtype
     ref.check_bias_act(x, bias, act, alpha)
-    if _compiled("bias_act", x):
-        return torch.ops.progan_ext.bias_act(x, bias, act, float(alpha))
+    kernel = _kernel("bias_act", x)
+    if kernel is not None:
+        return kernel(x, bias, act, float(alpha))
     return ref.bias_act(x, bias, act, alpha)
 
 
@@ -170,8 +246,9 @@ def eq_conv2d(
     """
     x, weight, bias = ref.autocast_conv_inputs(x, weight, bias)  # conv autocast policy (also csrc/autocast.cpp)
     ref.check_conv(x, weight, bias, gain, act, alpha)
-    if _compiled("eq_conv2d", x):
-        return torch.ops.progan_ext.eq_conv2d(x, weight, bias, float(gain), act, float(alpha), bool(pixel_norm))
+    kernel = _kernel("eq_conv2d", x)
+    if kernel is not None:
+        return kernel(x, weight, bias, float(gain), act, float(alpha), bool(pixel_norm))
     return ref.eq_conv2d(x, weight, bias, gain=gain, act=act, alpha=alpha, pixel_norm=pixel_norm)
 
 
@@ -195,8 +272,9 @@ def upsample_conv2d(
     """
     x, weight, bias = ref.autocast_conv_inputs(x, weight, bias)  # conv autocast policy (also csrc/autocast.cpp)
     ref.check_conv(x, weight, bias, gain, act, alpha, kernel_sizes=(3,), op="upsample_conv2d")
-    if _compiled("upsample_conv2d", x):
-        return torch.ops.progan_ext.upsample_conv2d(
+    kernel = _kernel("upsample_conv2d", x)
+    if kernel is not None:
+        return kernel(
             x, weight, bias, float(gain), act, float(alpha), bool(pixel_norm)
         )
     return ref.upsample_conv2d(x, weight, bias, gain=gain, act=act, alpha=alpha, pixel_norm=pixel_norm)
@@ -222,6 +300,7 @@ def conv2d_downsample(
     ref.check_conv(x, weight, bias, gain, act, alpha, kernel_sizes=(3,), op="conv2d_downsample")
     if x.shape[2] % 2 or x.shape[3] % 2:
         return ref.conv2d_downsample(x, weight, bias, gain=gain, act=act, alpha=alpha)  # raises
-    if _compiled("conv2d_downsample", x):
-        return torch.ops.progan_ext.conv2d_downsample(x, weight, bias, float(gain), act, float(alpha))
+    kernel = _kernel("conv2d_downsample", x)
+    if kernel is not None:
+        return kernel(x, weight, bias, float(gain), act, float(alpha))
     return ref.conv2d_downsample(x, weight, bias, gain=gain, act=act, alpha=alpha)

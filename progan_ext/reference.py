@@ -61,15 +61,21 @@ def check_same(x: torch.Tensor, other: torch.Tensor, xname: str, oname: str) -> 
         raise TypeError(f"{oname} has dtype {other.dtype} but {xname} has dtype {x.dtype}")
 
 
+def _finite(v) -> bool:
+    """math.isfinite as comparisons, which torch.compile also traces for a symbolic float (a layer
+    hyperparameter that differs between two compiled calls)."""
+    return -math.inf < v < math.inf
+
+
 def check_eps(eps) -> None:
-    if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
+    if not (isinstance(eps, (int, float)) and _finite(eps) and eps > 0):
         raise ValueError(f"eps must be a positive finite number, got {eps!r}")
 
 
 def check_act(act, alpha) -> None:
     if act not in ACTIVATIONS:
         raise ValueError(f"act must be one of {ACTIVATIONS}, got {act!r}")
-    if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha >= 0):
+    if not (isinstance(alpha, (int, float)) and _finite(alpha) and alpha >= 0):
         raise ValueError(f"alpha (leaky ReLU slope) must be a finite number >= 0, got {alpha!r}")
 
 
@@ -145,7 +151,7 @@ def check_conv(x, weight, bias, gain, act, alpha, *, kernel_sizes=None, op="eq_c
         raise ValueError(f"{op}: kernel size must be one of {kernel_sizes}, got {kh}")
     if cout < 1 or cin < 1:
         raise ValueError(f"{op}: weight has an empty dimension: {tuple(weight.shape)}")
-    if not (isinstance(gain, (int, float)) and math.isfinite(gain)):
+    if not (isinstance(gain, (int, float)) and _finite(gain)):
         raise ValueError(f"{op}: gain must be a finite number, got {gain!r}")
     check_act(act, alpha)
     check_bias(x, bias, cout)
