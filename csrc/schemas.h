@@ -26,7 +26,9 @@ inline void define_schemas(torch::Library& m) {
 
   // ---- bias + activation: y = act(x + bias[c]); act is "lrelu" or "linear" ----------------------
   m.def("bias_act(Tensor x, Tensor? bias, str act, float alpha) -> Tensor");
-  // grad * (y > 0 ? 1 : alpha): the leaky-ReLU gradient read off the output y (alpha >= 0).
+  // grad * (input > 0 ? 1 : alpha): the leaky-ReLU gradient read off the output y (alpha >= 0).
+  // bias_act and the fused convs write -0 for an input of exactly 0, so the slope is "y > 0 or
+  // y is +0", which a 16-bit output keeps when it rounds a tiny input to zero.
   m.def("bias_act_backward(Tensor grad, Tensor y, float alpha) -> Tensor");
 
   // ---- equalized-LR convolutions ----------------------------------------------------------------

@@ -1,22 +1,57 @@
 """Shared pytest configuration: devices, tolerances and random inputs.
 
-CUDA cases are parametrized with the id "cuda" and skip cleanly without a GPU (select them with
-`pytest -k cuda`); cases that need the compiled extension skip when it was not built.
+CUDA cases are parametrized with the id "cuda" (select them with `pytest -k cuda`). They run the
+CUDA kernels: on a GPU when there is one; otherwise, when the emulated CUDA module is built
+(PROGAN_EXT_EMULATE=1, docs/emulated_cuda.md), on CPU tensors with the public ops routed to
+torch.ops.progan_ext_emu; otherwise they skip. Cases that need the compiled extension skip when it
+was not built.
 """
 
 import pytest
 import torch
 
 import progan_ext
-from progan_ext import ops
+from progan_ext import emulated, ops
 
 HAS_CUDA = torch.cuda.is_available()
 COMPILED = progan_ext._ext.available
+EMULATED_CUDA = not HAS_CUDA and emulated.available
 
+
+class EmulatedCuda(str):
+    """The device of an emulated "cuda" case: "cpu" to torch (the emulated kernels take CPU
+    tensors), recognisable to the fixtures below. Compares unequal to "cuda" and equal to "cpu"."""
+
+
+CUDA_DEVICE = "cuda" if HAS_CUDA else EmulatedCuda("cpu")
 DEVICES = [
     pytest.param("cpu", id="cpu"),
-    pytest.param("cuda", id="cuda", marks=pytest.mark.skipif(not HAS_CUDA, reason="no CUDA device")),
+    pytest.param(CUDA_DEVICE, id="cuda", marks=pytest.mark.skipif(
+        not (HAS_CUDA or EMULATED_CUDA), reason="no CUDA device and no emulated CUDA module")),
 ]
+
+
+def is_emulated(device) -> bool:
+    return isinstance(device, EmulatedCuda)
+
+
+def compiled_ops(device):
+    """The torch.ops namespace whose kernels serve `device` in these tests."""
+    return emulated.ops() if is_emulated(device) else torch.ops.progan_ext
+
+
+@pytest.fixture(autouse=True)
+def _route_emulated_cuda(request):
+    """For an emulated "cuda" case, the public ops on CPU tensors run the emulated CUDA kernels."""
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is None or not any(is_emulated(v) for v in callspec.params.values()):
+        yield
+        return
+    before = ops.use_kernels("cpu", emulated.NAMESPACE)
+    try:
+        yield
+    finally:
+        ops.use_kernels("cpu", before)
 
 FLOAT_DTYPES = [
     pytest.param(torch.float64, id="f64"),

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.autograd import gradcheck, gradgradcheck
 
-from conftest import DEVICES, FLOAT_DTYPES, LAYOUTS, assert_close, randn, requires_compiled, skip_without_kernel
+from conftest import DEVICES, compiled_ops, FLOAT_DTYPES, LAYOUTS, assert_close, randn, requires_compiled, skip_without_kernel
 from progan_ext import ops, reference
 
 SHAPES = [(4, 16, 8, 8), (1, 3, 5, 7), (3, 24, 1, 1), (6, 10), (2, 5, 7), (2, 3, 2, 3, 4)]
@@ -58,15 +58,16 @@ def test_gradcheck_and_gradgradcheck(device, layout, act):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("requires_grad", [False, True])
 def test_opcheck(device, requires_grad):
+    kernels = compiled_ops(device)
     skip_without_kernel("bias_act", device)
     for layout in ("contiguous", "channels_last"):
         x = randn((2, 6, 3, 5), device=device, layout=layout, requires_grad=requires_grad)
         b = randn((6,), device=device, seed=1, requires_grad=requires_grad)
-        torch.library.opcheck(torch.ops.progan_ext.bias_act.default, (x, b, "lrelu", 0.2))
-        torch.library.opcheck(torch.ops.progan_ext.bias_act.default, (x, None, "linear", 0.2))
+        torch.library.opcheck(kernels.bias_act.default, (x, b, "lrelu", 0.2))
+        torch.library.opcheck(kernels.bias_act.default, (x, None, "linear", 0.2))
         g = randn((2, 6, 3, 5), device=device, layout=layout, seed=3, requires_grad=requires_grad)
-        y = torch.ops.progan_ext.bias_act(x.detach(), b.detach(), "lrelu", 0.2)
-        torch.library.opcheck(torch.ops.progan_ext.bias_act_backward.default, (g, y, 0.2))
+        y = kernels.bias_act(x.detach(), b.detach(), "lrelu", 0.2)
+        torch.library.opcheck(kernels.bias_act_backward.default, (g, y, 0.2))
 
 
 @requires_compiled

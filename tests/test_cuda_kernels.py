@@ -231,6 +231,11 @@ def test_lrelu_gradient_of_an_output_rounded_to_zero(cuda, dtype):
     gx = cuda.ops.bias_act_backward(torch.ones(1, 2, dtype=dtype).to(cuda.device), out.view(1, 2).to(cuda.device),
                                     0.25).cpu()
     assert gx.tolist() == [[1.0, 0.25]]
+    # An input of exactly 0 gives -0, hence slope alpha, as PyTorch's leaky_relu at 0.
+    zero = cuda.ops.bias_act(torch.zeros(1, 2, dtype=dtype).to(cuda.device), None, "lrelu", 0.25)
+    assert torch.signbit(zero.cpu()).all()
+    gx = cuda.ops.bias_act_backward(torch.ones(1, 2, dtype=dtype).to(cuda.device), zero, 0.25).cpu()
+    assert gx.tolist() == [[0.25, 0.25]]
 
 
 def test_tensor_core_paths_need_an_sm80_build(cuda, monkeypatch):

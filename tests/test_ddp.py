@@ -9,6 +9,7 @@ issue 9), and when one rank fails the other must exit non-zero naming it, never 
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -153,7 +154,10 @@ def test_ctrl_c_under_torchrun(tmp_path):
     finally:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
-    assert "terminate called" not in out and "Traceback" not in out.split("torch.distributed")[0], out[-3000:]
+    # torchrun itself prints a traceback when the signal reaches it (SignalException, raised in its
+    # monitor loop); no traceback may pass through the trainer's frames.
+    assert "terminate called" not in out, out[-3000:]
+    assert not re.search(r'File "[^"]*progan_ext[/\\\\]', out), out[-3000:]
     assert "interrupted at" in out and "resume with" in out, out[-3000:]
     assert checkpoint.list_checkpoints(run), out[-3000:]
 

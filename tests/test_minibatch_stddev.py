@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.autograd import gradcheck, gradgradcheck
 
-from conftest import DEVICES, FLOAT_DTYPES, LAYOUTS, assert_close, randn, requires_compiled, skip_without_kernel
+from conftest import DEVICES, compiled_ops, FLOAT_DTYPES, LAYOUTS, assert_close, randn, requires_compiled, skip_without_kernel
 from progan_ext import ops, reference
 
 # (shape, group_size, num_features)
@@ -77,13 +77,14 @@ def test_gradcheck_and_gradgradcheck(device, layout, case):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("requires_grad", [False, True])
 def test_opcheck(device, requires_grad):
+    kernels = compiled_ops(device)
     skip_without_kernel("minibatch_stddev", device)
     for layout in ("contiguous", "channels_last"):
         x = randn((4, 6, 3, 2), device=device, layout=layout, requires_grad=requires_grad)
-        torch.library.opcheck(torch.ops.progan_ext.minibatch_stddev.default, (x, 2, 3, 1e-8))
+        torch.library.opcheck(kernels.minibatch_stddev.default, (x, 2, 3, 1e-8))
         g = randn((4, 9, 3, 2), device=device, layout=layout, seed=4, requires_grad=requires_grad)
         x2 = x.detach().requires_grad_(requires_grad)
-        torch.library.opcheck(torch.ops.progan_ext.minibatch_stddev_backward.default, (g, x2, 2, 3, 1e-8))
+        torch.library.opcheck(kernels.minibatch_stddev_backward.default, (g, x2, 2, 3, 1e-8))
 
 
 @requires_compiled

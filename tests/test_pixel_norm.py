@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.autograd import gradcheck, gradgradcheck
 
-from conftest import DEVICES, FLOAT_DTYPES, LAYOUTS, assert_close, randn, requires_compiled, skip_without_kernel
+from conftest import DEVICES, compiled_ops, FLOAT_DTYPES, LAYOUTS, assert_close, randn, requires_compiled, skip_without_kernel
 from progan_ext import ops, reference
 
 SHAPES = [(4, 16, 8, 8), (1, 3, 5, 7), (2, 512, 4, 4), (3, 24, 1, 1), (6, 10)]
@@ -51,13 +51,14 @@ def test_gradcheck_and_gradgradcheck(device, layout, shape):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("requires_grad", [False, True])
 def test_opcheck(device, requires_grad):
+    kernels = compiled_ops(device)
     skip_without_kernel("pixel_norm", device)
     x = randn((2, 6, 3, 5), device=device, requires_grad=requires_grad)
-    torch.library.opcheck(torch.ops.progan_ext.pixel_norm.default, (x, 1e-8))
+    torch.library.opcheck(kernels.pixel_norm.default, (x, 1e-8))
     xc = randn((2, 6, 3, 5), device=device, layout="channels_last", requires_grad=requires_grad)
-    torch.library.opcheck(torch.ops.progan_ext.pixel_norm.default, (xc, 1e-8))
+    torch.library.opcheck(kernels.pixel_norm.default, (xc, 1e-8))
     g = randn((2, 6, 3, 5), device=device, seed=3, requires_grad=requires_grad)
-    torch.library.opcheck(torch.ops.progan_ext.pixel_norm_backward.default, (g, x.detach().requires_grad_(requires_grad), 1e-8))
+    torch.library.opcheck(kernels.pixel_norm_backward.default, (g, x.detach().requires_grad_(requires_grad), 1e-8))
 
 
 @requires_compiled

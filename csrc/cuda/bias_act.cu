@@ -32,7 +32,7 @@ __global__ void bias_act_kernel(const scalar_t* __restrict__ x, const scalar_t* 
     for (int k = 0; k < VEC; ++k) {
       T z = static_cast<T>(xv.v[k]);
       if (bias) z += static_cast<T>(bias[c]);
-      if (lrelu && z < T(0)) z *= alpha;
+      if (lrelu) z = leaky_relu(z, alpha);
       xv.v[k] = static_cast<scalar_t>(z);
       if (kChannelsInner && ++c == C) c = 0;  // channels repeat every C elements
     }

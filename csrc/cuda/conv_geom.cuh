@@ -51,7 +51,7 @@ __host__ __device__ inline Strides4 strides_of(int64_t C, int64_t H, int64_t W, 
 
 template <typename acc>
 __device__ __forceinline__ acc apply_act(acc v, bool lrelu, acc alpha) {
-  return (lrelu && v < acc(0)) ? v * alpha : v;
+  return lrelu ? leaky_relu(v, alpha) : v;
 }
 
 }  // namespace cuda

@@ -257,7 +257,7 @@ conv_igemm_kernel(const T* __restrict__ x, const T* __restrict__ wt, const float
     if (c < ncols) {
       float v = sC[r * kLdC + c];
       if (bias != nullptr) v += bias[n0 + c];
-      sC[r * kLdC + c] = (p.lrelu && v < 0.f) ? v * p.alpha : v;
+      sC[r * kLdC + c] = p.lrelu ? leaky_relu(v, p.alpha) : v;
     }
   }
   __syncthreads();

@@ -62,16 +62,23 @@ __device__ __forceinline__ T block_sum(T v, T* scratch) {
   return warp_sum(v);
 }
 
-// Whether the leaky ReLU that produced output y had a positive input: y > 0, except that a 16-bit
-// output rounds a tiny positive input to +0 (and a tiny negative one, times alpha, to -0), so for
-// half and bfloat16 the sign of a zero output decides. An input of exactly +0 then gets slope 1
-// (PyTorch's leaky_relu takes alpha there; the derivative is undefined at 0).
+// Leaky ReLU whose output keeps, in its sign, whether the input was > 0: an input of exactly 0
+// gives -0 (and a negative input, times alpha >= 0, stays negative or -0). The gradient is read off
+// the output (lrelu_positive), and a 16-bit output rounds a tiny positive input to +0 and a tiny
+// negative one to -0: the sign survives the rounding, so the slope is PyTorch's (1 iff input > 0)
+// in every dtype. -0 and +0 compare equal, so the forward values are unchanged.
+template <typename acc>
+__host__ __device__ __forceinline__ acc leaky_relu(acc v, acc alpha) {
+  return v > acc(0) ? v : v == acc(0) ? -acc(0) : v * alpha;
+}
+
+// The slope of leaky_relu at the input that produced output y: y > 0 or y == +0 (sign bit clear).
 template <typename T>
 __host__ __device__ __forceinline__ bool lrelu_positive(T y) {
   if constexpr (std::is_same_v<T, c10::Half> || std::is_same_v<T, c10::BFloat16>)
     return static_cast<float>(y) > 0.f || y.x == 0;  // raw bits 0x0000: +0
   else
-    return y > T(0);
+    return y > T(0) || (y == T(0) && T(1) / y > T(0));  // 1/+0 = +inf, 1/-0 = -inf
 }
 
 __host__ __device__ constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }

@@ -1,7 +1,10 @@
 """bias_act: fake kernels and autograd.
 
     y  = act(x + b)
-    gx = bias_act_backward(g, y, alpha) = g * (y > 0 ? 1 : alpha)   (lrelu; g itself for linear)
+    gx = bias_act_backward(g, y, alpha) = g * (y > 0 or y is +0 ? 1 : alpha)   (lrelu; g for linear)
+
+(the kernels write -0 for an input of exactly 0, so the slope is 1 exactly when the input was > 0,
+also after a 16-bit output rounded a tiny input to zero)
     gb = sum of gx over every dim but 1
 
 ``bias_act_backward`` is linear in g and piecewise constant in y, so its own derivative is
