@@ -26,50 +26,54 @@
 namespace progan_ext {
 namespace {
 
-// Per-axis maps from the 3 taps of w to the 4 taps of the resampling kernels: K[a] = sum_k T[a][k] w[k].
-constexpr double kDownTaps[4][3] = {{1, 0, 0}, {1, 1, 0}, {0, 1, 1}, {0, 0, 1}};
-constexpr double kUpTaps[4][3] = {{0, 0, 1}, {0, 1, 1}, {1, 1, 0}, {1, 0, 0}};
+// Per axis, the 4 taps of the resampling kernels from the 3 taps of w, and the adjoint map:
+//   down: (w0, w0+w1, w1+w2, w2)      up: the same reversed, (w2, w1+w2, w0+w1, w0).
+// `step` is the stride between taps in memory (1 along a row, 3 or 4 along a column).
+inline void taps4(const double* w, int64_t wstep, double* k, int64_t kstep, bool up) {
+  const double a = w[0], b = w[wstep], c = w[2 * wstep];
+  const double t[4] = {a, a + b, b + c, c};
+  for (int i = 0; i < 4; ++i) k[i * kstep] = t[up ? 3 - i : i];
+}
+inline void taps3(const double* k, int64_t kstep, double* w, int64_t wstep, bool up) {
+  double t[4];
+  for (int i = 0; i < 4; ++i) t[up ? 3 - i : i] = k[i * kstep];
+  w[0] = t[0] + t[1], w[wstep] = t[1] + t[2], w[2 * wstep] = t[2] + t[3];
+}
 
 // The kernel oneDNN runs for `mode`, from w [Cout, Cin, k, k] (any strides and dtype):
-//   same: w * scale;  down: [Cout, Cin, 4, 4] per kDownTaps, * scale / 4;
-//   up:   [Cin, Cout, 4, 4] (conv_transpose2d's layout) per kUpTaps, * scale.
+//   same: w * scale;  down: [Cout, Cin, 4, 4] per taps4, * scale / 4;
+//   up:   [Cin, Cout, 4, 4] (conv_transpose2d's layout) per taps4 reversed, * scale.
 // Computed in double, rounded once to `dtype`.
 at::Tensor conv_kernel(const at::Tensor& w, double scale, Resample mode, at::ScalarType dtype) {
   const int64_t cout = w.size(0), cin = w.size(1), k = w.size(2);
+  const bool up = mode == Resample::Up;
   const int64_t kk = mode == Resample::Same ? k : 4;
-  std::vector<double> src(cout * cin * k * k);
+  const double factor = mode == Resample::Down ? scale / 4 : scale;
+  std::vector<double> out_d(cout * cin * kk * kk);  // in the output's layout
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, w.scalar_type(), "conv_kernel", [&] {
     const scalar_t* p = w.const_data_ptr<scalar_t>();
     const auto st = w.strides();
+    double src[9], rows[12];
     for (int64_t o = 0; o < cout; ++o)
-      for (int64_t i = 0; i < cin; ++i)
-        for (int64_t y = 0; y < k; ++y)
-          for (int64_t x = 0; x < k; ++x)
-            src[((o * cin + i) * k + y) * k + x] = static_cast<double>(p[o * st[0] + i * st[1] + y * st[2] + x * st[3]]);
+      for (int64_t i = 0; i < cin; ++i) {
+        const scalar_t* wp = p + o * st[0] + i * st[1];
+        double* d = out_d.data() + (up ? i * cout + o : o * cin + i) * kk * kk;
+        if (mode == Resample::Same) {
+          for (int64_t y = 0; y < k; ++y)
+            for (int64_t x = 0; x < k; ++x) d[y * k + x] = static_cast<double>(wp[y * st[2] + x * st[3]]) * factor;
+          continue;
+        }
+        for (int y = 0; y < 3; ++y)
+          for (int x = 0; x < 3; ++x) src[y * 3 + x] = static_cast<double>(wp[y * st[2] + x * st[3]]) * factor;
+        for (int y = 0; y < 3; ++y) taps4(src + y * 3, 1, rows + y * 4, 1, up);  // along x: 3x4
+        for (int x = 0; x < 4; ++x) taps4(rows + x, 4, d + x, 4, up);            // along y: 4x4
+      }
   });
-  const bool up = mode == Resample::Up;
   at::Tensor out = at::empty(up ? at::IntArrayRef{cin, cout, kk, kk} : at::IntArrayRef{cout, cin, kk, kk},
                              w.options().dtype(dtype));
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, dtype, "conv_kernel_out", [&] {
     scalar_t* q = out.mutable_data_ptr<scalar_t>();
-    const auto& taps = up ? kUpTaps : kDownTaps;
-    const double factor = mode == Resample::Down ? scale / 4 : scale;
-    for (int64_t o = 0; o < cout; ++o)
-      for (int64_t i = 0; i < cin; ++i) {
-        const double* s = src.data() + (o * cin + i) * k * k;
-        scalar_t* d = q + (up ? i * cout + o : o * cin + i) * kk * kk;
-        if (mode == Resample::Same) {
-          for (int64_t t = 0; t < k * k; ++t) d[t] = static_cast<scalar_t>(s[t] * scale);
-          continue;
-        }
-        for (int a = 0; a < 4; ++a)
-          for (int b = 0; b < 4; ++b) {
-            double v = 0;
-            for (int y = 0; y < 3; ++y)
-              for (int x = 0; x < 3; ++x) v += taps[a][y] * taps[b][x] * s[y * 3 + x];
-            d[a * 4 + b] = static_cast<scalar_t>(v * factor);
-          }
-      }
+    for (size_t t = 0; t < out_d.size(); ++t) q[t] = static_cast<scalar_t>(out_d[t]);
   });
   return out;
 }
@@ -80,11 +84,11 @@ at::Tensor fold_kernel_grad(const at::Tensor& dk, int64_t cout, int64_t cin, int
                             at::ScalarType dtype) {
   const bool up = mode == Resample::Up;
   const double factor = mode == Resample::Down ? scale / 4 : scale;
-  std::vector<double> dw(cout * cin * k * k, 0.0);
+  std::vector<double> dw(cout * cin * k * k);
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, dk.scalar_type(), "fold_kernel_grad", [&] {
     const scalar_t* p = dk.const_data_ptr<scalar_t>();
     const auto st = dk.strides();
-    const auto& taps = up ? kUpTaps : kDownTaps;
+    double g[16], rows[12];
     for (int64_t o = 0; o < cout; ++o)
       for (int64_t i = 0; i < cin; ++i) {
         const scalar_t* s = p + (up ? i * st[0] + o * st[1] : o * st[0] + i * st[1]);
@@ -95,11 +99,9 @@ at::Tensor fold_kernel_grad(const at::Tensor& dk, int64_t cout, int64_t cin, int
           continue;
         }
         for (int a = 0; a < 4; ++a)
-          for (int b = 0; b < 4; ++b) {
-            const double g = static_cast<double>(s[a * st[2] + b * st[3]]) * factor;
-            for (int y = 0; y < 3; ++y)
-              for (int x = 0; x < 3; ++x) d[y * 3 + x] += taps[a][y] * taps[b][x] * g;
-          }
+          for (int b = 0; b < 4; ++b) g[a * 4 + b] = static_cast<double>(s[a * st[2] + b * st[3]]) * factor;
+        for (int a = 0; a < 4; ++a) taps3(g + a * 4, 1, rows + a * 3, 1, up);  // along x: 4x3
+        for (int x = 0; x < 3; ++x) taps3(rows + x, 3, d + x, 3, up);          // along y: 3x3
       }
   });
   at::Tensor out = at::empty({cout, cin, k, k}, dk.options().dtype(dtype));

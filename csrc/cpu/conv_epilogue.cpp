@@ -95,8 +95,19 @@ template <typename Z, typename Y>
 PROGAN_CPU_MULTIVERSION void transpose_block(const Z* __restrict z, Y* __restrict y, epi_t<Z>* __restrict buf, int64_t C,
                                              int64_t S, int64_t len, epi_t<Z> slope, bool pixel_norm) {
   using A = epi_t<Z>;
+  int64_t c0 = 0;
+  if (len == kCLBlock) {  // whole tiles: fixed trip counts and buffer strides, transposed in registers
+    for (; c0 + kCLBlock <= C; c0 += kCLBlock) {
+      A t[kCLBlock][kCLBlock];
+      for (int64_t i = 0; i < kCLBlock; ++i)
+        for (int64_t c = 0; c < kCLBlock; ++c) t[i][c] = act(static_cast<A>(load(z + i * C + c0 + c)), slope);
+      A* __restrict b = buf + c0 * kCLBlock;
+      for (int64_t c = 0; c < kCLBlock; ++c)
+        for (int64_t i = 0; i < kCLBlock; ++i) b[c * kCLBlock + i] = t[i][c];
+    }
+  }
   for (int64_t i = 0; i < len; ++i)
-    for (int64_t c = 0; c < C; ++c) buf[c * kCLBlock + i] = act(static_cast<A>(load(z + i * C + c)), slope);
+    for (int64_t c = c0; c < C; ++c) buf[c * kCLBlock + i] = act(static_cast<A>(load(z + i * C + c)), slope);
   A r[kCLBlock];
   for (int64_t i = 0; i < kCLBlock; ++i) r[i] = 0;
   if (pixel_norm) {

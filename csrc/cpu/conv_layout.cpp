@@ -23,17 +23,21 @@ using cpu::store;
 
 constexpr int64_t kTile = 16;  // channels x pixels per transposed tile
 
-// dst[s*C + c] = src[c*S + s] for c < nc, s < ns (one tile of one image).
+// dst[s*C + c] = src[c*S + s] for c < nc, s < ns (one tile of one image). A full tile goes through
+// two fixed-stride local tiles, which the compiler transposes in registers (with the runtime
+// strides of src and dst in the same loop nest it falls back to scalar moves).
 template <typename T, typename U>
 PROGAN_CPU_MULTIVERSION void transpose_tile(const T* __restrict src, U* __restrict dst, int64_t C, int64_t S,
                                             int64_t nc, int64_t ns) {
   using A = cpu::acc_t<U>;
-  if (nc == kTile && ns == kTile) {  // fixed trip counts: the compiler emits register transposes
-    A t[kTile][kTile];
+  if (nc == kTile && ns == kTile) {
+    A t[kTile][kTile], u[kTile][kTile];
     for (int64_t c = 0; c < kTile; ++c)
       for (int64_t s = 0; s < kTile; ++s) t[c][s] = static_cast<A>(load(src + c * S + s));
     for (int64_t s = 0; s < kTile; ++s)
-      for (int64_t c = 0; c < kTile; ++c) store(dst + s * C + c, t[c][s]);
+      for (int64_t c = 0; c < kTile; ++c) u[s][c] = t[c][s];
+    for (int64_t s = 0; s < kTile; ++s)
+      for (int64_t c = 0; c < kTile; ++c) store(dst + s * C + c, u[s][c]);
     return;
   }
   for (int64_t s = 0; s < ns; ++s)
