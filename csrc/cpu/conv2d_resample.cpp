@@ -114,6 +114,11 @@ at::Tensor fold_kernel_grad(const at::Tensor& dk, int64_t cout, int64_t cin, int
 
 // A 1x1 convolution is a GEMM over the input as it lies (oneDNN would reorder NCHW input to a
 // blocked format first): channels_last x is a [N*H*W, Cin] matrix, NCHW x a batch of [Cin, H*W].
+// For channels_last input with few channels (a GEMM with K < 16, e.g. fromRGB's 3) oneDNN's
+// nhwc kernel is as fast or faster, and so is its weight gradient in channels_last
+// (benchmarks/NOTES.md).
+bool gemm_1x1(bool channels_last, int64_t cin) { return !channels_last || cin >= 16; }
+
 at::Tensor conv1x1(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& bias, bool cl) {
   const int64_t n = x.size(0), cin = x.size(1), h = x.size(2), wd = x.size(3), cout = w.size(0);
   const at::Tensor w2 = w.view({cout, cin});
@@ -129,10 +134,9 @@ at::Tensor conv1x1(const at::Tensor& x, const at::Tensor& w, const c10::optional
   return z.view({n, cout, h, wd});
 }
 
-// The gradient of conv1x1's weight: sum over pixels of g (x) x, one GEMM.
-at::Tensor conv1x1_grad_weight(const at::Tensor& g, const at::Tensor& x, bool cl) {
+// The gradient of conv1x1's weight for NCHW x and g: sum over pixels of g (x) x, one GEMM.
+at::Tensor conv1x1_grad_weight(const at::Tensor& g, const at::Tensor& x) {
   const int64_t n = x.size(0), cin = x.size(1), s = x.size(2) * x.size(3), cout = g.size(1);
-  if (cl) return at::mm(g.permute({0, 2, 3, 1}).reshape({n * s, cout}).t(), x.permute({0, 2, 3, 1}).reshape({n * s, cin}));
   return at::mm(g.view({n, cout, s}).transpose(0, 1).reshape({cout, n * s}),
                 x.view({n, cin, s}).transpose(0, 1).reshape({cin, n * s}).t());
 }
@@ -154,8 +158,8 @@ at::Tensor conv2d_resample_grad_weight_cpu(const at::Tensor& x_in, const at::Ten
   if (x_in.numel() == 0 || g_in.numel() == 0) return at::zeros({cout, cin, k, k}, x_in.options());
   const auto cfmt = layout_of(x_in);  // oneDNN's backward-weights pass is fastest on the layout as given
   const at::Tensor x = to_conv_input(x_in, ct, cfmt), g = to_conv_input(g_in, ct, cfmt);
-  if (k == 1) {
-    const at::Tensor dk = conv1x1_grad_weight(g, x, cfmt == at::MemoryFormat::ChannelsLast);
+  if (k == 1 && cfmt != at::MemoryFormat::ChannelsLast) {
+    const at::Tensor dk = conv1x1_grad_weight(g, x);
     return fold_kernel_grad(dk.view({cout, cin, 1, 1}), cout, cin, 1, scale, mode, x_in.scalar_type());
   }
   const int64_t kk = mode == Resample::Same ? k : 4, pad = mode == Resample::Same ? k / 2 : 1;
@@ -180,7 +184,7 @@ at::Tensor conv_resample_compute(const at::Tensor& x_in, const at::Tensor& weigh
   const at::Tensor w = conv_kernel(weight, scale, mode, ct);
   const c10::optional<at::Tensor> bias = bias_in.has_value() ? c10::optional<at::Tensor>(bias_in->to(ct)) : c10::nullopt;
   at::Tensor z;
-  if (k == 1) {
+  if (k == 1 && gemm_1x1(cfmt == at::MemoryFormat::ChannelsLast, x.size(1))) {
     z = conv1x1(x, w, bias, cfmt == at::MemoryFormat::ChannelsLast);
   } else if (mode == Resample::Up) {
     z = at::conv_transpose2d(x, w, bias, {2, 2}, {1, 1});
