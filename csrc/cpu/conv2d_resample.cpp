@@ -18,7 +18,6 @@
 #include <ATen/Functions.h>
 #include <torch/library.h>
 
-#include <vector>
 
 #include "conv_layout.h"
 #include "conv_resample.h"
@@ -43,37 +42,38 @@ inline void taps3(const double* k, int64_t kstep, double* w, int64_t wstep, bool
 // The kernel oneDNN runs for `mode`, from w [Cout, Cin, k, k] (any strides and dtype):
 //   same: w * scale;  down: [Cout, Cin, 4, 4] per taps4, * scale / 4;
 //   up:   [Cin, Cout, 4, 4] (conv_transpose2d's layout) per taps4 reversed, * scale.
-// Computed in double, rounded once to `dtype`.
+// Computed in double, rounded once to `dtype`; no temporaries beyond one kernel's taps.
 at::Tensor conv_kernel(const at::Tensor& w, double scale, Resample mode, at::ScalarType dtype) {
   const int64_t cout = w.size(0), cin = w.size(1), k = w.size(2);
   const bool up = mode == Resample::Up;
   const int64_t kk = mode == Resample::Same ? k : 4;
   const double factor = mode == Resample::Down ? scale / 4 : scale;
-  std::vector<double> out_d(cout * cin * kk * kk);  // in the output's layout
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, w.scalar_type(), "conv_kernel", [&] {
-    const scalar_t* p = w.const_data_ptr<scalar_t>();
-    const auto st = w.strides();
-    double src[9], rows[12];
-    for (int64_t o = 0; o < cout; ++o)
-      for (int64_t i = 0; i < cin; ++i) {
-        const scalar_t* wp = p + o * st[0] + i * st[1];
-        double* d = out_d.data() + (up ? i * cout + o : o * cin + i) * kk * kk;
-        if (mode == Resample::Same) {
-          for (int64_t y = 0; y < k; ++y)
-            for (int64_t x = 0; x < k; ++x) d[y * k + x] = static_cast<double>(wp[y * st[2] + x * st[3]]) * factor;
-          continue;
-        }
-        for (int y = 0; y < 3; ++y)
-          for (int x = 0; x < 3; ++x) src[y * 3 + x] = static_cast<double>(wp[y * st[2] + x * st[3]]) * factor;
-        for (int y = 0; y < 3; ++y) taps4(src + y * 3, 1, rows + y * 4, 1, up);  // along x: 3x4
-        for (int x = 0; x < 4; ++x) taps4(rows + x, 4, d + x, 4, up);            // along y: 4x4
-      }
-  });
   at::Tensor out = at::empty(up ? at::IntArrayRef{cin, cout, kk, kk} : at::IntArrayRef{cout, cin, kk, kk},
                              w.options().dtype(dtype));
-  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, dtype, "conv_kernel_out", [&] {
-    scalar_t* q = out.mutable_data_ptr<scalar_t>();
-    for (size_t t = 0; t < out_d.size(); ++t) q[t] = static_cast<scalar_t>(out_d[t]);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, w.scalar_type(), "conv_kernel", [&] {
+    using W = scalar_t;
+    AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, dtype, "conv_kernel_out", [&] {
+      const W* p = w.const_data_ptr<W>();
+      scalar_t* q = out.mutable_data_ptr<scalar_t>();
+      const auto st = w.strides();
+      double src[9], rows[12], taps[16];
+      for (int64_t o = 0; o < cout; ++o)
+        for (int64_t i = 0; i < cin; ++i) {
+          const W* wp = p + o * st[0] + i * st[1];
+          scalar_t* d = q + (up ? i * cout + o : o * cin + i) * kk * kk;
+          if (mode == Resample::Same) {
+            for (int64_t y = 0; y < k; ++y)
+              for (int64_t x = 0; x < k; ++x)
+                d[y * k + x] = static_cast<scalar_t>(static_cast<double>(wp[y * st[2] + x * st[3]]) * factor);
+            continue;
+          }
+          for (int y = 0; y < 3; ++y)
+            for (int x = 0; x < 3; ++x) src[y * 3 + x] = static_cast<double>(wp[y * st[2] + x * st[3]]) * factor;
+          for (int y = 0; y < 3; ++y) taps4(src + y * 3, 1, rows + y * 4, 1, up);  // along x: 3x4
+          for (int x = 0; x < 4; ++x) taps4(rows + x, 4, taps + x, 4, up);         // along y: 4x4
+          for (int t = 0; t < 16; ++t) d[t] = static_cast<scalar_t>(taps[t]);
+        }
+    });
   });
   return out;
 }
@@ -84,30 +84,31 @@ at::Tensor fold_kernel_grad(const at::Tensor& dk, int64_t cout, int64_t cin, int
                             at::ScalarType dtype) {
   const bool up = mode == Resample::Up;
   const double factor = mode == Resample::Down ? scale / 4 : scale;
-  std::vector<double> dw(cout * cin * k * k);
-  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, dk.scalar_type(), "fold_kernel_grad", [&] {
-    const scalar_t* p = dk.const_data_ptr<scalar_t>();
-    const auto st = dk.strides();
-    double g[16], rows[12];
-    for (int64_t o = 0; o < cout; ++o)
-      for (int64_t i = 0; i < cin; ++i) {
-        const scalar_t* s = p + (up ? i * st[0] + o * st[1] : o * st[0] + i * st[1]);
-        double* d = dw.data() + (o * cin + i) * k * k;
-        if (mode == Resample::Same) {
-          for (int64_t y = 0; y < k; ++y)
-            for (int64_t x = 0; x < k; ++x) d[y * k + x] = static_cast<double>(s[y * st[2] + x * st[3]]) * factor;
-          continue;
-        }
-        for (int a = 0; a < 4; ++a)
-          for (int b = 0; b < 4; ++b) g[a * 4 + b] = static_cast<double>(s[a * st[2] + b * st[3]]) * factor;
-        for (int a = 0; a < 4; ++a) taps3(g + a * 4, 1, rows + a * 3, 1, up);  // along x: 4x3
-        for (int x = 0; x < 3; ++x) taps3(rows + x, 3, d + x, 3, up);          // along y: 3x3
-      }
-  });
   at::Tensor out = at::empty({cout, cin, k, k}, dk.options().dtype(dtype));
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "fold_kernel_grad_out", [&] {
-    scalar_t* q = out.mutable_data_ptr<scalar_t>();
-    for (size_t t = 0; t < dw.size(); ++t) q[t] = static_cast<scalar_t>(dw[t]);
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, dk.scalar_type(), "fold_kernel_grad", [&] {
+    using D = scalar_t;
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "fold_kernel_grad_out", [&] {
+      const D* p = dk.const_data_ptr<D>();
+      scalar_t* q = out.mutable_data_ptr<scalar_t>();
+      const auto st = dk.strides();
+      double g[16], rows[12], w3[9];
+      for (int64_t o = 0; o < cout; ++o)
+        for (int64_t i = 0; i < cin; ++i) {
+          const D* s = p + (up ? i * st[0] + o * st[1] : o * st[0] + i * st[1]);
+          scalar_t* d = q + (o * cin + i) * k * k;
+          if (mode == Resample::Same) {
+            for (int64_t y = 0; y < k; ++y)
+              for (int64_t x = 0; x < k; ++x)
+                d[y * k + x] = static_cast<scalar_t>(static_cast<double>(s[y * st[2] + x * st[3]]) * factor);
+            continue;
+          }
+          for (int a = 0; a < 4; ++a)
+            for (int b = 0; b < 4; ++b) g[a * 4 + b] = static_cast<double>(s[a * st[2] + b * st[3]]) * factor;
+          for (int a = 0; a < 4; ++a) taps3(g + a * 4, 1, rows + a * 3, 1, up);  // along x: 4x3
+          for (int x = 0; x < 3; ++x) taps3(rows + x, 3, w3 + x, 3, up);         // along y: 3x3
+          for (int t = 0; t < 9; ++t) d[t] = static_cast<scalar_t>(w3[t]);
+        }
+    });
   });
   return out;
 }

@@ -33,12 +33,12 @@ template <typename Z>
 using epi_t = std::conditional_t<std::is_same_v<Z, double>, double, float>;
 
 template <typename A>
-inline A act(A v, A slope) {
+PROGAN_CPU_INLINE A act(A v, A slope) {
   return v * (v < A(0) ? slope : A(1));
 }
 
 template <typename A>
-inline A inv_norm(A sum_sq, int64_t C) {
+PROGAN_CPU_INLINE A inv_norm(A sum_sq, int64_t C) {
   return A(1) / std::sqrt(sum_sq / A(C) + A(kPixelNormEps));
 }
 

@@ -36,6 +36,14 @@
 #define PROGAN_CPU_MULTIVERSION
 #endif
 
+// Helpers called from a PROGAN_CPU_MULTIVERSION kernel must be inlined into it to be compiled for
+// the clone's instruction set (an out-of-line copy is baseline code).
+#if defined(__GNUC__)
+#define PROGAN_CPU_INLINE inline __attribute__((always_inline))
+#else
+#define PROGAN_CPU_INLINE inline
+#endif
+
 namespace progan_ext {
 namespace cpu {
 
@@ -86,26 +94,26 @@ template <typename T>
 using acc_t = typename AccType<T>::type;
 
 // Branch-free conversions (c10's bfloat16 rounding branches on NaN, which stops vectorisation).
-inline float load(const c10::BFloat16* p) {
+PROGAN_CPU_INLINE float load(const c10::BFloat16* p) {
   const uint32_t bits = static_cast<uint32_t>(p->x) << 16;
   float f;
   std::memcpy(&f, &bits, sizeof f);
   return f;
 }
-inline float load(const c10::Half* p) { return static_cast<float>(*p); }
-inline float load(const float* p) { return *p; }
-inline double load(const double* p) { return *p; }
+PROGAN_CPU_INLINE float load(const c10::Half* p) { return static_cast<float>(*p); }
+PROGAN_CPU_INLINE float load(const float* p) { return *p; }
+PROGAN_CPU_INLINE double load(const double* p) { return *p; }
 
 // Round to nearest even; NaN stays a (quiet) NaN.
-inline void store(c10::BFloat16* p, float f) {
+PROGAN_CPU_INLINE void store(c10::BFloat16* p, float f) {
   uint32_t bits;
   std::memcpy(&bits, &f, sizeof bits);
   const uint32_t rounded = (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16;
   p->x = static_cast<uint16_t>(f != f ? 0x7FC0u : rounded);
 }
-inline void store(c10::Half* p, float f) { *p = static_cast<c10::Half>(f); }
-inline void store(float* p, float f) { *p = f; }
-inline void store(double* p, double f) { *p = f; }
+PROGAN_CPU_INLINE void store(c10::Half* p, float f) { *p = static_cast<c10::Half>(f); }
+PROGAN_CPU_INLINE void store(float* p, float f) { *p = f; }
+PROGAN_CPU_INLINE void store(double* p, double f) { *p = f; }
 
 // Lanes of the partial sums in reductions: wide enough for AVX-512, and a fixed order, so a
 // reduction's result does not depend on the thread count or the instruction set.
@@ -113,7 +121,7 @@ constexpr int64_t kLanes = 16;
 
 // Sum over i < n of a[i] * b[i] in acc_t<T>, with kLanes partial sums.
 template <typename T>
-inline acc_t<T> dot(const T* __restrict a, const T* __restrict b, int64_t n) {
+PROGAN_CPU_INLINE acc_t<T> dot(const T* __restrict a, const T* __restrict b, int64_t n) {
   using A = acc_t<T>;
   A part[kLanes] = {};
   int64_t i = 0;

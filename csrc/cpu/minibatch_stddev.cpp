@@ -35,7 +35,7 @@ constexpr int64_t kTile = 64;
 
 // Mean and s_j = sqrt(biased var + eps) over the G rows x + g*gstride, for j < len <= kTile.
 template <typename T>
-inline void group_stats(const T* __restrict x, int64_t gstride, int64_t G, int64_t len, acc_t<T> eps,
+PROGAN_CPU_INLINE void group_stats(const T* __restrict x, int64_t gstride, int64_t G, int64_t len, acc_t<T> eps,
                         acc_t<T>* __restrict mean, acc_t<T>* __restrict s) {
   using A = acc_t<T>;
   const A inv_g = A(1) / A(G);
@@ -51,39 +51,50 @@ inline void group_stats(const T* __restrict x, int64_t gstride, int64_t G, int64
   for (int64_t j = 0; j < len; ++j) s[j] = std::sqrt(s[j] * inv_g + eps);
 }
 
-// Forward over one run of `len` elements: copies the G rows to y and returns sum_j s_j.
+// Forward over `runs` runs of `len` elements (run r at offset r*xrs in x, r*yrs in y): copies the
+// G rows to y and returns sum_j s_j. The lanes are added up once, at the end.
 template <typename T>
-PROGAN_CPU_MULTIVERSION double stddev_run(const T* __restrict x, int64_t xgs, T* __restrict y, int64_t ygs, int64_t G,
-                                          int64_t len, acc_t<T> eps) {
+PROGAN_CPU_MULTIVERSION double stddev_runs(const T* __restrict x, int64_t xgs, int64_t xrs, T* __restrict y,
+                                           int64_t ygs, int64_t yrs, int64_t G, int64_t len, int64_t runs,
+                                           acc_t<T> eps) {
   using A = acc_t<T>;
   A mean[kTile], s[kTile];
   double total[kTile] = {};  // J can be large: the mean of s_j is accumulated in double
-  for (int64_t j0 = 0; j0 < len; j0 += kTile) {
-    const int64_t n = std::min(kTile, len - j0);
-    for (int64_t g = 0; g < G; ++g)
-      for (int64_t j = 0; j < n; ++j) y[g * ygs + j0 + j] = x[g * xgs + j0 + j];
-    group_stats(x + j0, xgs, G, n, eps, mean, s);
-    for (int64_t j = 0; j < n; ++j) total[j] += s[j];
+  for (int64_t r = 0; r < runs; ++r) {
+    const T* xr = x + r * xrs;
+    T* yr = y + r * yrs;
+    for (int64_t j0 = 0; j0 < len; j0 += kTile) {
+      const int64_t n = std::min(kTile, len - j0);
+      for (int64_t g = 0; g < G; ++g)
+        for (int64_t j = 0; j < n; ++j) yr[g * ygs + j0 + j] = xr[g * xgs + j0 + j];
+      group_stats(xr + j0, xgs, G, n, eps, mean, s);
+      for (int64_t j = 0; j < n; ++j) total[j] += s[j];
+    }
   }
   double sum = 0;
   for (int64_t j = 0; j < kTile; ++j) sum += total[j];
   return sum;
 }
 
-// Backward over one run: gx = up + scale * (x - mean_g) / s_j for each of the G rows.
+// Backward over `runs` runs: gx = up + scale * (x - mean_g) / s_j for each of the G rows.
 template <typename T>
-PROGAN_CPU_MULTIVERSION void stddev_grad_run(const T* __restrict x, int64_t xgs, const T* __restrict up, int64_t ugs,
-                                             T* __restrict gx, int64_t G, int64_t len, acc_t<T> eps,
-                                             acc_t<T> scale) {
+PROGAN_CPU_MULTIVERSION void stddev_grad_runs(const T* __restrict x, int64_t xgs, int64_t xrs, const T* __restrict up,
+                                              int64_t ugs, int64_t urs, T* __restrict gx, int64_t G, int64_t len,
+                                              int64_t runs, acc_t<T> eps, acc_t<T> scale) {
   using A = acc_t<T>;
   A mean[kTile], s[kTile];
-  for (int64_t j0 = 0; j0 < len; j0 += kTile) {
-    const int64_t n = std::min(kTile, len - j0);
-    group_stats(x + j0, xgs, G, n, eps, mean, s);
-    for (int64_t j = 0; j < n; ++j) s[j] = scale / s[j];
-    for (int64_t g = 0; g < G; ++g)
-      for (int64_t j = 0; j < n; ++j)
-        store(gx + g * xgs + j0 + j, load(up + g * ugs + j0 + j) + s[j] * (load(x + g * xgs + j0 + j) - mean[j]));
+  for (int64_t r = 0; r < runs; ++r) {
+    const T* xr = x + r * xrs;
+    const T* ur = up + r * urs;
+    T* gr = gx + r * xrs;
+    for (int64_t j0 = 0; j0 < len; j0 += kTile) {
+      const int64_t n = std::min(kTile, len - j0);
+      group_stats(xr + j0, xgs, G, n, eps, mean, s);
+      for (int64_t j = 0; j < n; ++j) s[j] = scale / s[j];
+      for (int64_t g = 0; g < G; ++g)
+        for (int64_t j = 0; j < n; ++j)
+          store(gr + g * xgs + j0 + j, load(ur + g * ugs + j0 + j) + s[j] * (load(xr + g * xgs + j0 + j) - mean[j]));
+    }
   }
 }
 
@@ -145,14 +156,10 @@ at::Tensor minibatch_stddev_cpu(const at::Tensor& x_in, int64_t group_size, int6
     scalar_t* yp = out.mutable_data_ptr<scalar_t>();
     std::vector<double> partial(v.M * v.F * v.items_per_mf);
     for_items(v, xr.length, [&](int64_t item, int64_t m, int64_t f, int64_t r0, int64_t r1) {
-      double sum = 0;
-      for (int64_t r = r0; r < r1; ++r) {
-        const scalar_t* xs = xp + m * xr.sample_stride + f * xr.feature_offset + r * xr.stride;
-        scalar_t* ys = yp + m * yr.sample_stride + f * yr.feature_offset + r * yr.stride;
-        sum += stddev_run<scalar_t>(xs, v.M * xr.sample_stride, ys, v.M * yr.sample_stride, v.G, xr.length,
-                                    static_cast<A>(eps));
-      }
-      partial[item] = sum;
+      const scalar_t* xs = xp + m * xr.sample_stride + f * xr.feature_offset + r0 * xr.stride;
+      scalar_t* ys = yp + m * yr.sample_stride + f * yr.feature_offset + r0 * yr.stride;
+      partial[item] = stddev_runs<scalar_t>(xs, v.M * xr.sample_stride, xr.stride, ys, v.M * yr.sample_stride,
+                                            yr.stride, v.G, xr.length, r1 - r0, static_cast<A>(eps));
     });
     // S[m, f] (partials added in item order), then the F statistic channels of every sample.
     std::vector<scalar_t> stat(v.M * v.F);
@@ -202,12 +209,10 @@ at::Tensor minibatch_stddev_backward_cpu(const at::Tensor& grad_in, const at::Te
         scale[m * F + f] = static_cast<A>(sum / (double(v.Cf * v.HW) * double(v.G)));
       }
     for_items(v, xr.length, [&](int64_t, int64_t m, int64_t f, int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) {
-        const int64_t xo = m * xr.sample_stride + f * xr.feature_offset + r * xr.stride;
-        const int64_t go = m * gr.sample_stride + f * gr.feature_offset + r * gr.stride;
-        stddev_grad_run<scalar_t>(xp + xo, v.M * xr.sample_stride, gp + go, v.M * gr.sample_stride, gxp + xo, v.G,
-                                  xr.length, static_cast<A>(eps), scale[m * F + f]);
-      }
+      const int64_t xo = m * xr.sample_stride + f * xr.feature_offset + r0 * xr.stride;
+      const int64_t go = m * gr.sample_stride + f * gr.feature_offset + r0 * gr.stride;
+      stddev_grad_runs<scalar_t>(xp + xo, v.M * xr.sample_stride, xr.stride, gp + go, v.M * gr.sample_stride,
+                                 gr.stride, gxp + xo, v.G, xr.length, r1 - r0, static_cast<A>(eps), scale[m * F + f]);
     });
   });
   return gx;
