@@ -21,6 +21,7 @@
 
 #include "conv_layout.h"
 #include "conv_resample.h"
+#include "cpu_utils.h"
 
 namespace progan_ext {
 namespace {
@@ -56,23 +57,25 @@ at::Tensor conv_kernel(const at::Tensor& w, double scale, Resample mode, at::Sca
       const W* p = w.const_data_ptr<W>();
       scalar_t* q = out.mutable_data_ptr<scalar_t>();
       const auto st = w.strides();
-      double src[9], rows[12], taps[16];
-      for (int64_t o = 0; o < cout; ++o)
-        for (int64_t i = 0; i < cin; ++i) {
-          const W* wp = p + o * st[0] + i * st[1];
-          scalar_t* d = q + (up ? i * cout + o : o * cin + i) * kk * kk;
-          if (mode == Resample::Same) {
-            for (int64_t y = 0; y < k; ++y)
-              for (int64_t x = 0; x < k; ++x)
-                d[y * k + x] = static_cast<scalar_t>(static_cast<double>(wp[y * st[2] + x * st[3]]) * factor);
-            continue;
+      cpu::parallel_for(0, cout, cpu::grain_for(cin * kk * kk), [&](int64_t o0, int64_t o1) {
+        double src[9], rows[12], taps[16];
+        for (int64_t o = o0; o < o1; ++o)
+          for (int64_t i = 0; i < cin; ++i) {
+            const W* wp = p + o * st[0] + i * st[1];
+            scalar_t* d = q + (up ? i * cout + o : o * cin + i) * kk * kk;
+            if (mode == Resample::Same) {
+              for (int64_t y = 0; y < k; ++y)
+                for (int64_t x = 0; x < k; ++x)
+                  d[y * k + x] = static_cast<scalar_t>(static_cast<double>(wp[y * st[2] + x * st[3]]) * factor);
+              continue;
+            }
+            for (int y = 0; y < 3; ++y)
+              for (int x = 0; x < 3; ++x) src[y * 3 + x] = static_cast<double>(wp[y * st[2] + x * st[3]]) * factor;
+            for (int y = 0; y < 3; ++y) taps4(src + y * 3, 1, rows + y * 4, 1, up);  // along x: 3x4
+            for (int x = 0; x < 4; ++x) taps4(rows + x, 4, taps + x, 4, up);         // along y: 4x4
+            for (int t = 0; t < 16; ++t) d[t] = static_cast<scalar_t>(taps[t]);
           }
-          for (int y = 0; y < 3; ++y)
-            for (int x = 0; x < 3; ++x) src[y * 3 + x] = static_cast<double>(wp[y * st[2] + x * st[3]]) * factor;
-          for (int y = 0; y < 3; ++y) taps4(src + y * 3, 1, rows + y * 4, 1, up);  // along x: 3x4
-          for (int x = 0; x < 4; ++x) taps4(rows + x, 4, taps + x, 4, up);         // along y: 4x4
-          for (int t = 0; t < 16; ++t) d[t] = static_cast<scalar_t>(taps[t]);
-        }
+      });
     });
   });
   return out;
@@ -91,23 +94,25 @@ at::Tensor fold_kernel_grad(const at::Tensor& dk, int64_t cout, int64_t cin, int
       const D* p = dk.const_data_ptr<D>();
       scalar_t* q = out.mutable_data_ptr<scalar_t>();
       const auto st = dk.strides();
-      double g[16], rows[12], w3[9];
-      for (int64_t o = 0; o < cout; ++o)
-        for (int64_t i = 0; i < cin; ++i) {
-          const D* s = p + (up ? i * st[0] + o * st[1] : o * st[0] + i * st[1]);
-          scalar_t* d = q + (o * cin + i) * k * k;
-          if (mode == Resample::Same) {
-            for (int64_t y = 0; y < k; ++y)
-              for (int64_t x = 0; x < k; ++x)
-                d[y * k + x] = static_cast<scalar_t>(static_cast<double>(s[y * st[2] + x * st[3]]) * factor);
-            continue;
+      cpu::parallel_for(0, cout, cpu::grain_for(cin * 16), [&](int64_t o0, int64_t o1) {
+        double g[16], rows[12], w3[9];
+        for (int64_t o = o0; o < o1; ++o)
+          for (int64_t i = 0; i < cin; ++i) {
+            const D* s = p + (up ? i * st[0] + o * st[1] : o * st[0] + i * st[1]);
+            scalar_t* d = q + (o * cin + i) * k * k;
+            if (mode == Resample::Same) {
+              for (int64_t y = 0; y < k; ++y)
+                for (int64_t x = 0; x < k; ++x)
+                  d[y * k + x] = static_cast<scalar_t>(static_cast<double>(s[y * st[2] + x * st[3]]) * factor);
+              continue;
+            }
+            for (int a = 0; a < 4; ++a)
+              for (int b = 0; b < 4; ++b) g[a * 4 + b] = static_cast<double>(s[a * st[2] + b * st[3]]) * factor;
+            for (int a = 0; a < 4; ++a) taps3(g + a * 4, 1, rows + a * 3, 1, up);  // along x: 4x3
+            for (int x = 0; x < 3; ++x) taps3(rows + x, 3, w3 + x, 3, up);         // along y: 3x3
+            for (int t = 0; t < 9; ++t) d[t] = static_cast<scalar_t>(w3[t]);
           }
-          for (int a = 0; a < 4; ++a)
-            for (int b = 0; b < 4; ++b) g[a * 4 + b] = static_cast<double>(s[a * st[2] + b * st[3]]) * factor;
-          for (int a = 0; a < 4; ++a) taps3(g + a * 4, 1, rows + a * 3, 1, up);  // along x: 4x3
-          for (int x = 0; x < 3; ++x) taps3(rows + x, 3, w3 + x, 3, up);         // along y: 3x3
-          for (int t = 0; t < 9; ++t) d[t] = static_cast<scalar_t>(w3[t]);
-        }
+      });
     });
   });
   return out;
