@@ -543,6 +543,7 @@ def main(argv=None) -> int:
     skipped = sum(r["status"].startswith("skipped") for r in rows)
     failed = [r for r in rows if r["status"] not in ("ok",) and not r["status"].startswith("skipped")]
     doc["complete"] = skipped == 0
+    doc["loadavg_end"] = common.cpu_info()["loadavg"]  # how busy the (possibly shared) machine was at the end
     doc["elapsed_s"] = deadline.elapsed()
     if args.out:
         common.write_json(args.out, doc)

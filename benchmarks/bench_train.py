@@ -357,6 +357,7 @@ def main(argv=None) -> int:
             common.write_json(args.out, doc)
     skipped = sum(r["status"].startswith("skipped") for r in rows)
     doc["complete"] = skipped == 0
+    doc["loadavg_end"] = common.cpu_info()["loadavg"]  # how busy the (possibly shared) machine was at the end
     doc["elapsed_s"] = deadline.elapsed()
     if args.out:
         common.write_json(args.out, doc)

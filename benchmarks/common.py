@@ -582,6 +582,28 @@ def gpu_info(device: torch.device | None = None) -> dict:
     }
 
 
+def cpu_info() -> dict:
+    """The CPU and how busy the machine was: CPU timings on shared cores depend on both."""
+    model = None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        model = platform.processor() or None
+    try:
+        load = list(os.getloadavg())
+    except OSError:
+        load = None
+    try:
+        capability = torch.backends.cpu.get_cpu_capability()
+    except Exception:  # noqa: BLE001  (older torch)
+        capability = None
+    return {"model": model, "logical_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "aten_capability": capability, "loadavg": load}
+
+
 def provenance(device: torch.device | None = None) -> dict:
     """Everything a reader needs to know which code ran where: git, versions, device, flags, backend."""
     info = {
@@ -597,6 +619,7 @@ def provenance(device: torch.device | None = None) -> dict:
         "cpu_threads": torch.get_num_threads(),
         "git": git_state(),
         "gpu": gpu_info(device if device is not None and device.type == "cuda" else None),
+        "cpu": cpu_info(),
         "flags": tf32_state(),
         "env": {k: os.environ[k] for k in ("CUDA_VISIBLE_DEVICES", "TORCH_CUDA_ARCH_LIST", "MAX_JOBS",
                                            "PYTORCH_NO_CUDA_MEMORY_CACHING", "OMP_NUM_THREADS")
