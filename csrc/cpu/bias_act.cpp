@@ -29,7 +29,7 @@ PROGAN_CPU_MULTIVERSION void bias_act_run(const T* __restrict x, const acc_t<T>*
   using A = acc_t<T>;
   for (int64_t i = 0; i < n; ++i) {
     const A z = load(x + i) + b[i];
-    store(y + i, z * (z < A(0) ? slope : A(1)));
+    store(y + i, cpu::leaky(z, slope));
   }
 }
 
@@ -45,7 +45,7 @@ PROGAN_CPU_MULTIVERSION void bias_act_rows(const T* __restrict x, const acc_t<T>
     T* __restrict yr = y + r * S;
     for (int64_t i = 0; i < S; ++i) {
       const A z = load(xr + i) + b;
-      store(yr + i, z * (z < A(0) ? slope : A(1)));
+      store(yr + i, cpu::leaky(z, slope));
     }
     if (++c == C) c = 0;
   }

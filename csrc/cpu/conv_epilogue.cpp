@@ -34,7 +34,7 @@ using epi_t = std::conditional_t<std::is_same_v<Z, double>, double, float>;
 
 template <typename A>
 PROGAN_CPU_INLINE A act(A v, A slope) {
-  return v * (v < A(0) ? slope : A(1));
+  return cpu::leaky(v, slope);
 }
 
 template <typename A>
@@ -42,9 +42,10 @@ PROGAN_CPU_INLINE A inv_norm(A sum_sq, int64_t C) {
   return A(1) / std::sqrt(sum_sq / A(C) + A(kPixelNormEps));
 }
 
-// y[i] = act(z[i]), i < n. z and y may be the same memory.
+// y[i] = act(z[i]), i < n. z and y may be the same memory (then read and written at the same index).
 template <typename Z, typename Y>
 PROGAN_CPU_MULTIVERSION void act_run(const Z* z, Y* y, int64_t n, epi_t<Z> slope) {
+  PROGAN_CPU_IVDEP
   for (int64_t i = 0; i < n; ++i) store(y + i, static_cast<acc_t<Y>>(act(static_cast<epi_t<Z>>(load(z + i)), slope)));
 }
 
@@ -69,6 +70,7 @@ PROGAN_CPU_MULTIVERSION void pixel_norm_cl(const Z* z, Y* y, int64_t C, int64_t 
     }
     for (int64_t l = 0; l < cpu::kLanes; ++l) ss += part[l];
     const A r = inv_norm(ss, C);
+    PROGAN_CPU_IVDEP
     for (c = 0; c < C; ++c) store(yp + c, static_cast<acc_t<Y>>(act(static_cast<A>(load(zp + c)), slope) * r));
   }
 }
@@ -84,9 +86,11 @@ PROGAN_CPU_MULTIVERSION void pixel_norm_nchw(const Z* z, Y* y, int64_t C, int64_
       r[i] += v * v;
     }
   for (int64_t i = 0; i < len; ++i) r[i] = inv_norm(r[i], C);
-  for (int64_t c = 0; c < C; ++c)
+  for (int64_t c = 0; c < C; ++c) {
+    PROGAN_CPU_IVDEP
     for (int64_t i = 0; i < len; ++i)
       store(y + c * S + i, static_cast<acc_t<Y>>(act(static_cast<A>(load(z + c * S + i)), slope) * r[i]));
+  }
 }
 
 // One block of `len` <= kCLBlock pixels: channels_last z (pixel i at z + i*C) to NCHW y (channel c

@@ -44,6 +44,14 @@
 #define PROGAN_CPU_INLINE inline
 #endif
 
+// For loops that may run in place (the same buffer read and written at the same index): no
+// loop-carried dependence, but the compiler cannot prove it and would take its scalar fallback.
+#if defined(__GNUC__) && !defined(__clang__)
+#define PROGAN_CPU_IVDEP _Pragma("GCC ivdep")
+#else
+#define PROGAN_CPU_IVDEP
+#endif
+
 namespace progan_ext {
 namespace cpu {
 
@@ -114,6 +122,13 @@ PROGAN_CPU_INLINE void store(c10::BFloat16* p, float f) {
 PROGAN_CPU_INLINE void store(c10::Half* p, float f) { *p = static_cast<c10::Half>(f); }
 PROGAN_CPU_INLINE void store(float* p, float f) { *p = f; }
 PROGAN_CPU_INLINE void store(double* p, double f) { *p = f; }
+
+// Leaky ReLU with slope `slope` (1: identity), branch-free: max and min vectorise also where the
+// compiler has unrolled a loop (a select there became a compare-and-branch per element).
+template <typename A>
+PROGAN_CPU_INLINE A leaky(A v, A slope) {
+  return std::max(v, A(0)) + slope * std::min(v, A(0));
+}
 
 // Lanes of the partial sums in reductions: wide enough for AVX-512, and a fixed order, so a
 // reduction's result does not depend on the thread count or the instruction set.
