@@ -424,10 +424,10 @@ def parse_args(argv=None):
                    help="override the per-resolution batch: one integer, or res:batch pairs like 256:8,512:4")
     p.add_argument("--fmap-base", type=common.positive_int, default=None, help="8192 (official; --quick: 64)")
     p.add_argument("--fmap-max", type=common.positive_int, default=None, help="512 (official; --quick: 16)")
-    p.add_argument("--warmup-ms", type=common.positive_float, default=None, help="warm-up per contender (25)")
+    p.add_argument("--warmup-ms", type=common.positive_float, default=None, help="warm-up per contender (25; CPU: 50)")
     p.add_argument("--rep-ms", type=common.positive_float, default=None,
-                   help="timed calls per contender, in ms of run time (100); clamped by --min-reps/--max-reps")
-    p.add_argument("--min-reps", type=common.positive_int, default=None, help="(10; --quick: 3)")
+                   help="timed calls per contender, in ms of run time (100; CPU: 300); clamped by --min-reps/--max-reps")
+    p.add_argument("--min-reps", type=common.positive_int, default=None, help="(10; CPU: 25; --quick: 3)")
     p.add_argument("--max-reps", type=common.positive_int, default=None, help="(200; --quick: 10)")
     p.add_argument("--compile-mode", default="default", choices=("default", "max-autotune", "max-autotune-no-cudagraphs"),
                    help="torch.compile mode of the compile contender")
@@ -450,9 +450,11 @@ def parse_args(argv=None):
     args.fmap_base = args.fmap_base or (64 if q else common.CPU_FMAP_BASE if cpu else 8192)
     args.fmap_max = args.fmap_max or (16 if q else common.CPU_FMAP_MAX if cpu else 512)
     args.interleave = args.interleave == "on" or (args.interleave == "auto" and common.is_cpu_run(args.device))
-    args.warmup_ms = args.warmup_ms or (2.0 if q else 25.0)
-    args.rep_ms = args.rep_ms or (5.0 if q else 100.0)
-    args.min_reps = args.min_reps or (3 if q else 10)
+    # CPU calls on shared cores come out bimodal (a preempted call takes a scheduler slice longer):
+    # more rounds keep the median in the main mode.
+    args.warmup_ms = args.warmup_ms or (2.0 if q else 50.0 if cpu else 25.0)
+    args.rep_ms = args.rep_ms or (5.0 if q else 300.0 if cpu else 100.0)
+    args.min_reps = args.min_reps or (3 if q else 25 if cpu else 10)
     args.max_reps = args.max_reps or (10 if q else 200)
     if args.min_reps > args.max_reps:
         p.error(f"--min-reps {args.min_reps} is larger than --max-reps {args.max_reps}")

@@ -40,6 +40,14 @@ inline void taps3(const double* k, int64_t kstep, double* w, int64_t wstep, bool
   w[0] = t[0] + t[1], w[wstep] = t[1] + t[2], w[2 * wstep] = t[2] + t[3];
 }
 
+// out[i] = w[i] * factor over a flat array, in w's accumulation type (what eager's `w * scale` does).
+template <typename W, typename O>
+PROGAN_CPU_MULTIVERSION void scale_run(const W* __restrict w, O* __restrict out, int64_t n, double factor) {
+  using A = cpu::acc_t<W>;
+  const A f = static_cast<A>(factor);
+  for (int64_t i = 0; i < n; ++i) cpu::store(out + i, static_cast<cpu::acc_t<O>>(cpu::load(w + i) * f));
+}
+
 // The kernel oneDNN runs for `mode`, from w [Cout, Cin, k, k] (any strides and dtype):
 //   same: w * scale;  down: [Cout, Cin, 4, 4] per taps4, * scale / 4;
 //   up:   [Cin, Cout, 4, 4] (conv_transpose2d's layout) per taps4 reversed, * scale.
@@ -56,6 +64,10 @@ at::Tensor conv_kernel(const at::Tensor& w, double scale, Resample mode, at::Sca
     AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, dtype, "conv_kernel_out", [&] {
       const W* p = w.const_data_ptr<W>();
       scalar_t* q = out.mutable_data_ptr<scalar_t>();
+      if (mode == Resample::Same && w.is_contiguous()) {  // the forward's kernel: a flat scaled copy
+        scale_run<W, scalar_t>(p, q, w.numel(), factor);
+        return;
+      }
       const auto st = w.strides();
       cpu::parallel_for(0, cout, cpu::grain_for(cin * kk * kk), [&](int64_t o0, int64_t o1) {
         double src[9], rows[12], taps[16];
@@ -120,10 +132,12 @@ at::Tensor fold_kernel_grad(const at::Tensor& dk, int64_t cout, int64_t cin, int
 
 // A 1x1 convolution is a GEMM over the input as it lies (oneDNN would reorder NCHW input to a
 // blocked format first): channels_last x is a [N*H*W, Cin] matrix, NCHW x a batch of [Cin, H*W].
-// For channels_last input with few channels (a GEMM with K < 16, e.g. fromRGB's 3) oneDNN's
-// nhwc kernel is as fast or faster, and so is its weight gradient in channels_last
+// On channels_last input oneDNN's nhwc 1x1 kernels are as fast or faster for bfloat16, for few
+// input channels (a GEMM with K < 16, e.g. fromRGB's 3) and for the weight gradient
 // (benchmarks/NOTES.md).
-bool gemm_1x1(bool channels_last, int64_t cin) { return !channels_last || cin >= 16; }
+bool gemm_1x1(bool channels_last, int64_t cin, at::ScalarType dtype) {
+  return !channels_last || (cin >= 16 && dtype != at::kBFloat16);
+}
 
 at::Tensor conv1x1(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& bias, bool cl) {
   const int64_t n = x.size(0), cin = x.size(1), h = x.size(2), wd = x.size(3), cout = w.size(0);
@@ -190,7 +204,7 @@ at::Tensor conv_resample_compute(const at::Tensor& x_in, const at::Tensor& weigh
   const at::Tensor w = conv_kernel(weight, scale, mode, ct);
   const c10::optional<at::Tensor> bias = bias_in.has_value() ? c10::optional<at::Tensor>(bias_in->to(ct)) : c10::nullopt;
   at::Tensor z;
-  if (k == 1 && gemm_1x1(cfmt == at::MemoryFormat::ChannelsLast, x.size(1))) {
+  if (k == 1 && gemm_1x1(cfmt == at::MemoryFormat::ChannelsLast, x.size(1), ct)) {
     z = conv1x1(x, w, bias, cfmt == at::MemoryFormat::ChannelsLast);
   } else if (mode == Resample::Up) {
     z = at::conv_transpose2d(x, w, bias, {2, 2}, {1, 1});
