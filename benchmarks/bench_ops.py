@@ -262,8 +262,8 @@ def rel_err(a: torch.Tensor, ref: torch.Tensor) -> float:
     return torch.linalg.vector_norm(a - ref).item() / max(den, 1e-30)
 
 
-def run_contender(fn, sets, mode, timer, device) -> dict:
-    """First call (compiles, autotunes; its time is reported as first_call_s), then the timed calls."""
+def make_step(fn, sets, mode):
+    """step(k): one call of the contender on input set k (forward, or forward + autograd.grad)."""
     grad = mode == "fwdbwd"
 
     def step(k):
@@ -273,15 +273,15 @@ def run_contender(fn, sets, mode, timer, device) -> dict:
             torch.autograd.grad(y, s.inputs, s.grad_out)
         return y
 
-    with torch.set_grad_enabled(grad):
-        t0 = time.perf_counter()
-        y0 = step(0)
-        common.sync(device)
-        first = time.perf_counter() - t0
-        res = timer(step, len(sets))
-    res["first_call_s"] = first
-    res["out"] = y0.detach()
-    return res
+    return step
+
+
+def first_call(step, device) -> tuple:
+    """The first call (compiles, autotunes, allocates): its output and its seconds (first_call_s)."""
+    t0 = time.perf_counter()
+    y0 = step(0)
+    common.sync(device)
+    return y0.detach(), time.perf_counter() - t0
 
 
 def run_row(row, v, s, args, device, timer, deadline, ceilings) -> None:
@@ -297,7 +297,7 @@ def run_row(row, v, s, args, device, timer, deadline, ceilings) -> None:
     with torch.no_grad():
         ref_out = eager_out = v.eager(*[t.detach() for t in sets[0].inputs])
     del eager_out
-    results = {}
+    results, steps = {}, {}
     for name in args.contenders:
         if name == "compile" and deadline.remaining() < args.compile_min_s:
             results[name] = {"status": "skipped: time budget"}
@@ -310,20 +310,34 @@ def run_row(row, v, s, args, device, timer, deadline, ceilings) -> None:
             else:
                 torch._dynamo.reset()  # a fresh, static-shape compilation per row
                 fn = torch.compile(v.eager, dynamic=False, mode=args.compile_mode)
-            r = run_contender(fn, sets, row["mode"], timer, device)
-            out = r.pop("out")
-            r["rel_err_vs_eager"] = rel_err(out, ref_out) if name != "eager" else 0.0
-            r["status"] = "ok"
+            step = make_step(fn, sets, row["mode"])
+            with torch.set_grad_enabled(grad):
+                out, first = first_call(step, device)
+                if not args.interleave:
+                    results[name] = timer(step, len(sets))
+            results.setdefault(name, {})
+            results[name].update(first_call_s=first, status="ok",
+                                 rel_err_vs_eager=rel_err(out, ref_out) if name != "eager" else 0.0)
+            steps[name] = step
+        except Exception as exc:  # noqa: BLE001  (one contender failing must not stop the table)
+            results[name] = {"status": "error: " + common.short_error(exc)}
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    if args.interleave and steps:
+        try:
+            with torch.set_grad_enabled(grad):
+                for name, t in timer.compare(steps, len(sets)).items():
+                    results[name].update(t)
+        except Exception as exc:  # noqa: BLE001
+            for name in steps:
+                results[name] = {"status": "error: " + common.short_error(exc)}
+    for r in results.values():
+        if r.get("ms"):
             r["gbps"] = row["bytes"] / (r["ms"] * 1e6)
             r["tflops"] = row["flops"] / (r["ms"] * 1e9)
             r["pct_copy"] = 100 * r["gbps"] / ceilings["copy"]["GBps"]
             mm = ceilings["matmul"].get(row["dtype"], {}).get("TFLOPs")
             r["pct_matmul"] = 100 * r["tflops"] / mm if mm else None
-        except Exception as exc:  # noqa: BLE001  (one contender failing must not stop the table)
-            r = {"status": "error: " + common.short_error(exc)}
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-        results[name] = r
     row["contenders"] = results
     ext, eager, comp = (results.get(k, {}) for k in CONTENDERS)
     if ext.get("ms") and eager.get("ms"):
@@ -410,30 +424,37 @@ def parse_args(argv=None):
                    help="override the per-resolution batch: one integer, or res:batch pairs like 256:8,512:4")
     p.add_argument("--fmap-base", type=common.positive_int, default=None, help="8192 (official; --quick: 64)")
     p.add_argument("--fmap-max", type=common.positive_int, default=None, help="512 (official; --quick: 16)")
-    p.add_argument("--warmup-ms", type=common.positive_float, default=None, help="warm-up per contender (25)")
+    p.add_argument("--warmup-ms", type=common.positive_float, default=None, help="warm-up per contender (25; CPU: 50)")
     p.add_argument("--rep-ms", type=common.positive_float, default=None,
-                   help="timed calls per contender, in ms of run time (100); clamped by --min-reps/--max-reps")
-    p.add_argument("--min-reps", type=common.positive_int, default=None, help="(10; --quick: 3)")
+                   help="timed calls per contender, in ms of run time (100; CPU: 300); clamped by --min-reps/--max-reps")
+    p.add_argument("--min-reps", type=common.positive_int, default=None, help="(10; CPU: 25; --quick: 3)")
     p.add_argument("--max-reps", type=common.positive_int, default=None, help="(200; --quick: 10)")
     p.add_argument("--compile-mode", default="default", choices=("default", "max-autotune", "max-autotune-no-cudagraphs"),
                    help="torch.compile mode of the compile contender")
     p.add_argument("--compile-min-s", type=float, default=15.0,
                    help="skip the compile contender when less budget than this is left (--time-budget-s)")
+    p.add_argument("--interleave", default="auto", choices=("auto", "on", "off"),
+                   help="time the contenders of a row interleaved, call by call (auto: on for the CPU, whose "
+                        "cores may be shared; off for CUDA: each contender's calls back to back)")
     p.add_argument("--dry-run", action="store_true", help="list the selected rows with shapes and counts, time nothing")
     common.add_common_args(p)
     args = p.parse_args(argv)
     q = args.quick
+    cpu = not q and common.is_cpu_run(args.device)
     args.ops = args.ops or list(VARIANTS)
-    args.res = args.res or ([4, 8] if q else list(common.RESOLUTIONS))
-    args.dtypes = args.dtypes or (["fp32"] if q else list(common.DTYPES))
+    args.res = args.res or ([4, 8] if q else list(common.CPU_RESOLUTIONS) if cpu else list(common.RESOLUTIONS))
+    args.dtypes = args.dtypes or (["fp32"] if q else ["fp32", "bf16"] if cpu else list(common.DTYPES))
     args.layouts = args.layouts or (["nchw"] if q else list(common.LAYOUTS))
-    args.contenders = args.contenders or (["ext", "eager"] if q else list(CONTENDERS))
-    args.batch = args.batch or ({"all": 4} if q else None)
-    args.fmap_base = args.fmap_base or (64 if q else 8192)
-    args.fmap_max = args.fmap_max or (16 if q else 512)
-    args.warmup_ms = args.warmup_ms or (2.0 if q else 25.0)
-    args.rep_ms = args.rep_ms or (5.0 if q else 100.0)
-    args.min_reps = args.min_reps or (3 if q else 10)
+    args.contenders = args.contenders or (["ext", "eager"] if q or cpu else list(CONTENDERS))
+    args.batch = args.batch or ({"all": 4} if q else dict(common.CPU_BATCH) if cpu else None)
+    args.fmap_base = args.fmap_base or (64 if q else common.CPU_FMAP_BASE if cpu else 8192)
+    args.fmap_max = args.fmap_max or (16 if q else common.CPU_FMAP_MAX if cpu else 512)
+    args.interleave = args.interleave == "on" or (args.interleave == "auto" and common.is_cpu_run(args.device))
+    # CPU calls on shared cores come out bimodal (a preempted call takes a scheduler slice longer):
+    # more rounds keep the median in the main mode.
+    args.warmup_ms = args.warmup_ms or (2.0 if q else 50.0 if cpu else 25.0)
+    args.rep_ms = args.rep_ms or (5.0 if q else 300.0 if cpu else 100.0)
+    args.min_reps = args.min_reps or (3 if q else 25 if cpu else 10)
     args.max_reps = args.max_reps or (10 if q else 200)
     if args.min_reps > args.max_reps:
         p.error(f"--min-reps {args.min_reps} is larger than --max-reps {args.max_reps}")
@@ -479,7 +500,7 @@ def main(argv=None) -> int:
                   f"bytes={r['bytes']:.3e} flops={r['flops']:.3e}")
         print(f"{len(rows)} rows")
         return 0
-    if device.type == "cpu" and not args.quick and max(args.res) > 16:
+    if device.type == "cpu" and not args.quick and max(args.res) > 64 and args.fmap_max > 128:
         print("note: full ProGAN shapes on the CPU take very long; use --quick or select --res", file=sys.stderr)
     warnings.filterwarnings("ignore", message=".*Falling back to the pure-PyTorch reference.*")
     prov = common.provenance(device)
@@ -524,6 +545,7 @@ def main(argv=None) -> int:
     skipped = sum(r["status"].startswith("skipped") for r in rows)
     failed = [r for r in rows if r["status"] not in ("ok",) and not r["status"].startswith("skipped")]
     doc["complete"] = skipped == 0
+    doc["loadavg_end"] = common.cpu_info()["loadavg"]  # how busy the (possibly shared) machine was at the end
     doc["elapsed_s"] = deadline.elapsed()
     if args.out:
         common.write_json(args.out, doc)

@@ -168,13 +168,44 @@ def run_row(row, trainer, args, device, deadline) -> None:
     if deadline.remaining() < (args.compile_min_budget_s if compiled else 0):
         row["status"] = "skipped: time budget"
         return
+    ts = first_step(row, trainer, args, device)
+    timer = common.Timer(device, fixed=(args.warmup_steps, args.steps))
+    finish_row(row, ts, timer(ts.step, len(ts.reals)), args)
+
+
+def first_step(row, trainer, args, device) -> TrainStep:
     ts = TrainStep(trainer, row["variant"], row["precision"], row["res"], args, device)
     t0 = time.perf_counter()
     ts.step(0)  # compiles (compiled variants), autotunes cuDNN, allocates
     common.sync(device)
     row["first_step_s"] = time.perf_counter() - t0
+    return ts
+
+
+def run_interleaved(rows, trainer, args, device) -> None:
+    """The eager variants of one (resolution, precision), their timed steps interleaved step by step
+    (common.Timer.compare): on shared CPU cores the ratio to the reference stays meaningful."""
+    live = {}
+    for row in rows:
+        try:
+            live[row["variant"]] = (row, first_step(row, trainer, args, device))
+        except Exception as exc:  # noqa: BLE001  (one variant failing must not stop the others)
+            row["status"] = "error: " + common.short_error(exc)
+    if not live:
+        return
     timer = common.Timer(device, fixed=(args.warmup_steps, args.steps))
-    t = timer(ts.step, len(ts.reals))
+    try:
+        stats = timer.compare({v: ts.step for v, (_row, ts) in live.items()}, args.real_sets)
+    except Exception as exc:  # noqa: BLE001
+        for row, _ts in live.values():
+            row["status"] = "error: " + common.short_error(exc)
+        return
+    for v, (row, ts) in live.items():
+        finish_row(row, ts, stats[v], args)
+
+
+def finish_row(row, ts, t, args) -> None:
+    compiled = row["variant"].endswith("-compiled")
     row.update({k: t[k] for k in ("ms", "p20_ms", "p80_ms", "min_ms")})
     row["steps"] = t["reps"]
     row["img_per_s"] = row["batch"] / (t["ms"] / 1e3)
@@ -226,9 +257,20 @@ def parse_args(argv=None):
     p.add_argument("--compile-mode", default="default", choices=("default", "max-autotune", "max-autotune-no-cudagraphs"))
     p.add_argument("--compile-min-budget-s", type=float, default=60.0,
                    help="skip a compiled variant when less of --time-budget-s than this is left")
+    p.add_argument("--interleave", default="auto", choices=("auto", "on", "off"),
+                   help="time the eager variants of a resolution and precision interleaved, step by step "
+                        "(auto: on for the CPU, whose cores may be shared)")
     common.add_common_args(p)
     args = p.parse_args(argv)
     q = args.quick
+    args.interleave = args.interleave == "on" or (args.interleave == "auto" and common.is_cpu_run(args.device))
+    if not q and common.is_cpu_run(args.device):  # a CPU-sized network (common.CPU_*): 64 channels
+        args.res = args.res or [16, 64]
+        args.batch = args.batch or {"all": 16}
+        args.fmap_base = args.fmap_base or common.CPU_FMAP_BASE
+        args.fmap_max = args.fmap_max or common.CPU_FMAP_MAX
+        args.variants = args.variants or ["reference", "ext"]
+        args.steps = args.steps or 20  # shared cores: more steps keep the median steady
     args.res = args.res or ([8] if q else [256])
     args.max_res = args.max_res or max(args.res)
     if args.max_res not in common.RESOLUTIONS or args.max_res < max(args.res):
@@ -292,8 +334,13 @@ def main(argv=None) -> int:
     table = common.StreamTable(TABLE)
     table.header()
     for row in rows:
-        if deadline.expired():
+        if row["status"] != "pending":  # timed with its group
+            pass
+        elif deadline.expired():
             row["status"] = "skipped: time budget"
+        elif args.interleave and not row["variant"].endswith("-compiled"):
+            run_interleaved([r for r in rows if r["res"] == row["res"] and r["precision"] == row["precision"]
+                             and not r["variant"].endswith("-compiled")], trainer, args, device)
         else:
             try:
                 run_row(row, trainer, args, device, deadline)
@@ -313,6 +360,7 @@ def main(argv=None) -> int:
             common.write_json(args.out, doc)
     skipped = sum(r["status"].startswith("skipped") for r in rows)
     doc["complete"] = skipped == 0
+    doc["loadavg_end"] = common.cpu_info()["loadavg"]  # how busy the (possibly shared) machine was at the end
     doc["elapsed_s"] = deadline.elapsed()
     if args.out:
         common.write_json(args.out, doc)

@@ -54,6 +54,19 @@ RESOLUTIONS = (4, 8, 16, 32, 64, 128, 256, 512, 1024)
 DEFAULT_BATCH = {4: 128, 8: 128, 16: 128, 32: 64, 64: 32, 128: 16, 256: 8, 512: 4, 1024: 4}
 
 
+# CPU runs (--device cpu, or no GPU) default to the early ProGAN stages at a width a CPU trains:
+# 4^2..64^2 with 64 channels (fmap_base 2048, fmap_max 64), batch 64 up to 16^2 and 16 above
+# (issue 11's cases; --fmap-base 512 --fmap-max 128 gives 128..16 channels over the same range).
+CPU_RESOLUTIONS = (4, 8, 16, 32, 64)
+CPU_BATCH = {4: 64, 8: 64, 16: 64, 32: 16, 64: 16}
+CPU_FMAP_BASE, CPU_FMAP_MAX = 2048, 64
+
+
+def is_cpu_run(device: str) -> bool:
+    """Whether ``--device`` (auto, cpu or cuda) will run on the CPU."""
+    return device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+
+
 def nf(res: int, fmap_base: int = 8192, fmap_max: int = 512) -> int:
     """Channels of the block at resolution ``res``: min(fmap_base / 2**(log2(res) - 1), fmap_max).
 
@@ -367,15 +380,70 @@ class Timer:
             it += 1
             marks.append((s, stop(s)))
         sync(self.device)
-        times = sorted(elapsed(s, e) for s, e in marks)
-        return {
-            "ms": statistics.median(times),
-            "p20_ms": times[int(0.2 * (len(times) - 1))],
-            "p80_ms": times[int(math.ceil(0.8 * (len(times) - 1)))],
-            "min_ms": times[0],
-            "reps": len(times),
-            "sets": n_sets,
-        }
+        return _stats([elapsed(s, e) for s, e in marks], n_sets)
+
+    def compare(self, steps: dict, n_sets: int = 1) -> dict:
+        """Times several contenders interleaved: round r calls each ``steps[name](k)`` once (the order
+        rotating from round to round), so load that comes and goes on a shared machine hits every
+        contender alike and their ratio stays meaningful. Returns ``{name: stats}`` as ``__call__`` does;
+        the number of rounds follows the sum of the contenders' per-call estimates, or ``fixed``."""
+        start, stop, elapsed = self._clock()
+        names = list(steps)
+        n_sets = max(1, n_sets)
+        it = dict.fromkeys(names, 0)
+
+        def call(name):
+            steps[name](it[name] % n_sets)
+            it[name] += 1
+
+        if self.fixed is not None:
+            n_warm, n_rep = self.fixed
+            for _ in range(n_warm):
+                for name in names:
+                    call(name)
+            return self._rounds(names, call, n_rep, n_sets)
+        est = {}
+        for name in names:
+            for _ in range(n_sets):  # first touch of every set
+                call(name)
+            sync(self.device)
+            s = start()
+            for _ in range(max(3, n_sets)):
+                call(name)
+            e = stop(s)
+            sync(self.device)
+            est[name] = max(elapsed(s, e) / max(3, n_sets), 1e-4)
+        per_round = sum(est.values())
+        for _ in range(min(1000, max(1, int(self.warmup_ms / per_round)))):
+            for name in names:
+                call(name)
+        n_rep = min(self.max_reps, max(self.min_reps, int(self.rep_ms / per_round)))
+        return self._rounds(names, call, n_rep, n_sets)
+
+    def _rounds(self, names, call, n_rep: int, n_sets: int) -> dict:
+        start, stop, elapsed = self._clock()
+        sync(self.device)
+        marks = {name: [] for name in names}
+        for r in range(n_rep):
+            for j in range(len(names)):
+                name = names[(r + j) % len(names)]
+                s = start()
+                call(name)
+                marks[name].append((s, stop(s)))
+        sync(self.device)
+        return {name: _stats([elapsed(s, e) for s, e in m], n_sets) for name, m in marks.items()}
+
+
+def _stats(times: list, n_sets: int) -> dict:
+    times = sorted(times)
+    return {
+        "ms": statistics.median(times),
+        "p20_ms": times[int(0.2 * (len(times) - 1))],
+        "p80_ms": times[int(math.ceil(0.8 * (len(times) - 1)))],
+        "min_ms": times[0],
+        "reps": len(times),
+        "sets": n_sets,
+    }
 
 
 def rotation_sets(set_bytes: int, device: torch.device, *, quick: bool, max_sets: int = 32) -> int:
@@ -514,6 +582,28 @@ def gpu_info(device: torch.device | None = None) -> dict:
     }
 
 
+def cpu_info() -> dict:
+    """The CPU and how busy the machine was: CPU timings on shared cores depend on both."""
+    model = None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        model = platform.processor() or None
+    try:
+        load = list(os.getloadavg())
+    except OSError:
+        load = None
+    try:
+        capability = torch.backends.cpu.get_cpu_capability()
+    except Exception:  # noqa: BLE001  (older torch)
+        capability = None
+    return {"model": model, "logical_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "aten_capability": capability, "loadavg": load}
+
+
 def provenance(device: torch.device | None = None) -> dict:
     """Everything a reader needs to know which code ran where: git, versions, device, flags, backend."""
     info = {
@@ -529,6 +619,7 @@ def provenance(device: torch.device | None = None) -> dict:
         "cpu_threads": torch.get_num_threads(),
         "git": git_state(),
         "gpu": gpu_info(device if device is not None and device.type == "cuda" else None),
+        "cpu": cpu_info(),
         "flags": tf32_state(),
         "env": {k: os.environ[k] for k in ("CUDA_VISIBLE_DEVICES", "TORCH_CUDA_ARCH_LIST", "MAX_JOBS",
                                            "PYTORCH_NO_CUDA_MEMORY_CACHING", "OMP_NUM_THREADS")

@@ -8,7 +8,10 @@ computed on the CPU in float64 (so the sanitizer sees almost only progan_ext's o
 
 Exit status: 0 when every case ran and matched, 1 otherwise (each failure is printed).
 
-    python benchmarks/sanitizer_smoke.py [--device cuda|cpu] [--dtypes fp32,bf16,fp16]
+    python benchmarks/sanitizer_smoke.py [--device cuda|cpu|emulated] [--dtypes fp32,bf16,fp16]
+
+``--device emulated`` runs the CUDA kernels of the emulated build (``progan_ext._emu``, built with
+``PROGAN_EXT_EMULATE=1`` or ``=asan``) on CPU tensors: CI runs it under AddressSanitizer + UBSan.
 """
 
 from __future__ import annotations
@@ -82,16 +85,25 @@ def run_case(fn, xs, ws, with_bias, dtype, layout, device, gen) -> list[str]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
+    p.add_argument("--device", default="cuda", choices=("cuda", "cpu", "emulated"),
+                   help="emulated: the CUDA kernels of progan_ext._emu on CPU tensors")
     p.add_argument("--dtypes", type=common.dtype_list, default=list(common.DTYPES))
     p.add_argument("--layouts", type=common.layout_list, default=list(common.LAYOUTS))
     args = p.parse_args(argv)
-    device = common.resolve_device(args.device)
+    device = common.resolve_device("cpu" if args.device == "emulated" else args.device)
     warnings.filterwarnings("ignore", message=".*Falling back to the pure-PyTorch reference.*")
     import progan_ext  # noqa: PLC0415
+    from progan_ext import emulated  # noqa: PLC0415
 
-    info = progan_ext.ops.backend_info()
-    print(f"# progan_ext: {common.backend_summary(info, device.type)}")
+    if args.device == "emulated":
+        if not emulated.available:
+            print(f"error: {emulated.error}", file=sys.stderr)
+            return 2
+        progan_ext.ops.use_kernels("cpu", emulated.NAMESPACE)
+        print(f"# progan_ext: the emulated CUDA kernels (torch.ops.{emulated.NAMESPACE}) on CPU tensors")
+    else:
+        info = progan_ext.ops.backend_info()
+        print(f"# progan_ext: {common.backend_summary(info, device.type)}")
     gen = torch.Generator().manual_seed(0)
     failures = n = 0
     for name, fn, xs, ws, with_bias in cases():
@@ -105,7 +117,7 @@ def main(argv=None) -> int:
                 if problems:
                     failures += 1
                     print(f"FAIL {name} {dt} {layout}: {'; '.join(problems)}")
-    print(f"# {n - failures}/{n} cases passed on {device}")
+    print(f"# {n - failures}/{n} cases passed on {args.device if args.device == 'emulated' else device}")
     return 1 if failures else 0
 
 

@@ -1,8 +1,10 @@
-"""Generates benchmarks/results/SUMMARY.md from the run folders written by run_gpu_suite.sh.
+"""Generates benchmarks/results/SUMMARY.md from the run folders written by run_gpu_suite.sh (GPU) and
+run_cpu_suite.sh (CPU).
 
 A run folder holds provenance.json, stages.tsv, bench_ops*.json and bench_train*.json. For each run
-the summary shows its provenance, the status of every suite stage, issue 6's speed targets with the
-measured worst-case ratio of each, the training-step table and every bench_ops row (collapsed). The
+the summary shows its provenance, the status of every suite stage, the speed targets with the
+measured worst-case ratio of each (issue 6's on a GPU at the official shapes, issue 11's on the CPU
+at the CPU shapes), the training-step table and every bench_ops row (collapsed). The
 file is generated, never edited by hand; rerun this script after adding or removing a run folder.
 
     python benchmarks/summarize.py                                  # all runs under benchmarks/results
@@ -43,6 +45,22 @@ OP_TARGETS = [
 TRAIN_TARGETS = [
     {"case": "training step at 256^2, bf16", "res": 256, "precision": "bf16", "threshold": 2.0},
     {"case": "training step at 1024^2, bf16", "res": 1024, "precision": "bf16", "threshold": 2.5},
+]
+# Issue 11's targets (the CPU, bench_ops/bench_train --device cpu at their CPU shapes; fp32 and bf16,
+# NCHW and channels_last; ratios measured in one run).
+CPU_OP_TARGETS = [
+    {"case": "every op", "op": None, "modes": ("fwd", "fwdbwd"), "res": (4, 64),
+     "checks": [("x_eager", 1.0, ">= 1.0x eager")]},
+    {"case": "upsample_conv2d + epilogue, 32^2..64^2", "op": "upsample_conv2d", "modes": ("fwd",), "res": (32, 64),
+     "checks": [("x_eager", 1.8, ">= 1.8x eager")]},
+    {"case": "conv2d_downsample, 32^2..64^2", "op": "conv2d_downsample", "modes": ("fwd",), "res": (32, 64),
+     "checks": [("x_eager", 1.5, ">= 1.5x eager")]},
+    {"case": "fused convs (upsample_conv2d, conv2d_downsample)", "op": ("upsample_conv2d", "conv2d_downsample"),
+     "modes": ("fwdbwd",), "res": (4, 64), "checks": [("x_eager", 1.2, ">= 1.2x eager")]},
+]
+CPU_TRAIN_TARGETS = [
+    {"case": "training step at 16^2", "res": 16, "precision": None, "threshold": 1.3},
+    {"case": "training step at 64^2", "res": 64, "precision": None, "threshold": 1.3},
 ]
 METRIC_KEY = {"x_eager": "speedup_vs_eager", "x_compile": "speedup_vs_compile", "pct_copy": "pct_copy"}
 
@@ -90,22 +108,31 @@ def _official(doc: dict) -> bool:
             and not c.get("batch"))
 
 
+def _cpu(doc: dict) -> bool:
+    """A CPU run at the CPU shapes (not --quick): what issue 11's targets are measured on."""
+    return doc.get("device_type") == "cpu" and not doc.get("config", {}).get("quick")
+
+
 def op_rows(run: dict):
     for doc in run["ops"]:
         for r in doc.get("rows", []):
             yield doc, r
 
 
-def evaluate_op_targets(run: dict) -> list[dict]:
+def _op_matches(t: dict, op: str) -> bool:
+    return not t["op"] or op == t["op"] or (isinstance(t["op"], tuple) and op in t["op"])
+
+
+def evaluate_op_targets(run: dict, targets=OP_TARGETS, selected=_official) -> list[dict]:
     """One result per (target, check, dtype, layout, mode) that has rows: the worst measured value."""
     out = []
-    for t in OP_TARGETS:
+    for t in targets:
         for metric, thr, label in t["checks"]:
             groups: dict = {}
             for doc, r in op_rows(run):
-                if not _official(doc) or r.get("status") != "ok":
+                if not selected(doc) or r.get("status") != "ok":
                     continue
-                if t["op"] and r["op"] != t["op"]:
+                if not _op_matches(t, r["op"]):
                     continue
                 if r["mode"] not in t["modes"] or not t["res"][0] <= r["res"] <= t["res"][1]:
                     continue
@@ -133,27 +160,28 @@ def evaluate_op_targets(run: dict) -> list[dict]:
     return out
 
 
-def evaluate_train_targets(run: dict) -> list[dict]:
+def evaluate_train_targets(run: dict, targets=TRAIN_TARGETS, selected=_official) -> list[dict]:
+    """One result per target and precision (a target with precision None covers every precision run)."""
     out = []
-    for t in TRAIN_TARGETS:
-        found = None
+    for t in targets:
+        found = {}
         for doc in run["train"]:
-            if not _official(doc):
+            if not selected(doc):
                 continue
             for r in doc.get("rows", []):
-                if (r.get("variant") == "ext" and r.get("res") == t["res"] and r.get("precision") == t["precision"]
-                        and r.get("speedup_vs_reference") is not None):
-                    found = r
-        if found is None:
+                if (r.get("variant") == "ext" and r.get("res") == t["res"]
+                        and t["precision"] in (None, r.get("precision")) and r.get("speedup_vs_reference") is not None):
+                    found[r.get("precision")] = r
+        if not found:
             out.append({"case": t["case"], "target": f">= {t['threshold']}x eager img/s", "worst": None,
-                        "verdict": "no data"})
-            continue
-        v = found["speedup_vs_reference"]
-        verdict = "met" if v >= t["threshold"] else f"missed by {100 * (1 - v / t['threshold']):.0f}%"
-        if str(found.get("backend", "")).startswith("reference"):
-            verdict += " (ext not compiled: reference fallback)"
-        out.append({"case": t["case"], "target": f">= {t['threshold']}x eager img/s", "worst": v,
-                    "verdict": verdict, "layout": found.get("layout")})
+                        "verdict": "no data", "precision": t["precision"] or "-"})
+        for prec, r in sorted(found.items()):
+            v = r["speedup_vs_reference"]
+            verdict = "met" if v >= t["threshold"] else f"missed by {100 * (1 - v / t['threshold']):.0f}%"
+            if str(r.get("backend", "")).startswith("reference"):
+                verdict += " (ext not compiled: reference fallback)"
+            out.append({"case": t["case"], "target": f">= {t['threshold']}x eager img/s", "worst": v,
+                        "verdict": verdict, "layout": r.get("layout"), "precision": prec})
     return out
 
 
@@ -171,7 +199,11 @@ def _prov_line(run) -> dict:
     gpu = p.get("gpu") or {}
     ext = (p.get("progan_ext") or {}).get("backend_info") or {}
     dev = "cuda" if gpu.get("available") else "cpu"
+    cpu = p.get("cpu") or {}
+    cpu_name = (f"CPU {cpu.get('model') or '?'}, {p.get('cpu_threads', '?')} threads"
+                + (f", load avg at start {cpu['loadavg'][0]:.1f}" if cpu.get("loadavg") else ""))
     return {
+        "device": gpu.get("name") if gpu.get("available") else cpu_name,
         "date": p.get("suite_started_utc") or p.get("date_utc") or "?",
         "commit": (git.get("commit") or "?")[:10],
         "dirty": {True: "yes", False: "no"}.get(git.get("dirty"), "?"),
@@ -190,11 +222,21 @@ def stage_counts(run) -> str:
     return f"{passed}/{ran} passed" + (f", {len(st) - ran} skipped" if len(st) > ran else "")
 
 
+def target_table(targets, ttargets) -> str:
+    rows = [[t["case"], t["target"], t["group"], _f(t["worst"], "pct" if t.get("metric") == "pct_copy" else "x"),
+             t["where"], f"{t.get('below', 0)}/{t['rows']}", t["verdict"]] for t in targets]
+    rows += [[t["case"], t["target"], f"{t.get('precision') or ''} {t.get('layout') or ''}".strip(), _f(t["worst"], "x"),
+              "ext vs reference", "-", t["verdict"]] for t in ttargets]
+    return common.markdown_table(["case", "target", "dtype layout mode", "worst measured", "at", "rows below / rows",
+                                  "verdict"], rows)
+
+
 def render_run(run) -> str:
     pl = _prov_line(run)
     p = run["provenance"] or {}
     lines = [f"## {run['name']}", ""]
-    lines.append(f"Commit `{pl['commit']}` (dirty: {pl['dirty']}), {pl['gpu']} (driver {pl['driver']}), "
+    driver = f" (driver {pl['driver']})" if pl["gpu"] != "none" else ""
+    lines.append(f"Commit `{pl['commit']}` (dirty: {pl['dirty']}), {pl['device']}{driver}, "
                  f"torch {pl['torch']}, CUDA {pl['cuda']}, python {p.get('python', '?')}, started {pl['date']}. "
                  f"`ext` ops ran as: {pl['backend']}.")
     if p.get("suite_command"):
@@ -206,19 +248,20 @@ def render_run(run) -> str:
         rows = [[s["stage"], s["status"], "" if s["exit_code"] is None else s["exit_code"], _f(s["seconds"], "int"),
                  _f(s["time_limit_s"], "int"), s["log"] or "-"] for s in run["stages"]]
         lines += [common.markdown_table(["stage", "status", "exit", "s", "limit s", "log"], rows), ""]
-    targets = evaluate_op_targets(run)
-    ttargets = evaluate_train_targets(run)
-    official = any(_official(d) for d in run["ops"] + run["train"])
-    lines += ["### Issue 6 targets", ""]
-    if not official:
-        lines += ["No run at the official ProGAN shapes here (quick or overridden shapes): targets not evaluated.", ""]
-    else:
-        rows = [[t["case"], t["target"], t["group"], _f(t["worst"], "pct" if t.get("metric") == "pct_copy" else "x"),
-                 t["where"], f"{t.get('below', 0)}/{t['rows']}", t["verdict"]] for t in targets]
-        rows += [[t["case"], t["target"], f"bf16 {t.get('layout') or ''}".strip(), _f(t["worst"], "x"),
-                  "ext vs reference", "-", t["verdict"]] for t in ttargets]
-        lines += [common.markdown_table(["case", "target", "dtype layout mode", "worst measured", "at",
-                                         "rows below / rows", "verdict"], rows), ""]
+    docs = run["ops"] + run["train"]
+    if any(_cpu(d) for d in docs):
+        lines += ["### Issue 11 targets (CPU)", "",
+                  "Worst row per dtype, layout and mode (`x eager` = eager ms / ext ms, `x reference` = ext img/s / "
+                  "reference img/s; interleaved medians of one run).", ""]
+        lines += [target_table(evaluate_op_targets(run, CPU_OP_TARGETS, _cpu),
+                               evaluate_train_targets(run, CPU_TRAIN_TARGETS, _cpu)), ""]
+    if not any(_cpu(d) for d in docs) or any(_official(d) for d in docs):
+        lines += ["### Issue 6 targets", ""]
+        if not any(_official(d) for d in docs):
+            lines += ["No run at the official ProGAN shapes here (quick or overridden shapes): targets not evaluated.",
+                      ""]
+        else:
+            lines += [target_table(evaluate_op_targets(run), evaluate_train_targets(run)), ""]
     for doc in run["train"]:
         lines += [f"### Training step ({doc['_file']})", ""]
         if doc.get("status"):
@@ -260,18 +303,19 @@ def render_summary(runs) -> str:
     head = [
         "# progan_ext benchmark results", "",
         "Generated by `benchmarks/summarize.py` from the run folders in this directory, each written by",
-        "`benchmarks/run_gpu_suite.sh` on the machine named in it. Do not edit by hand; see",
-        "`benchmarks/README.md` for how to reproduce every number and what each column means.", "",
+        "`benchmarks/run_gpu_suite.sh` (GPU) or `benchmarks/run_cpu_suite.sh` (CPU) on the machine named in it.",
+        "Do not edit by hand; see `benchmarks/README.md` for how to reproduce every number and what each column",
+        "means, and `benchmarks/NOTES.md` for what was profiled and changed.", "",
     ]
     if not runs:
         return "\n".join(head + ["No runs yet: results appear here only from real runs of the suite.", ""])
     rows = []
     for run in runs:
         pl = _prov_line(run)
-        rows.append([run["name"], pl["date"], pl["commit"], pl["dirty"], pl["gpu"], pl["driver"], pl["torch"],
+        rows.append([run["name"], pl["date"], pl["commit"], pl["dirty"], pl["device"], pl["driver"], pl["torch"],
                      pl["cuda"], pl["backend"], stage_counts(run)])
     head += ["## Runs (newest first)", "",
-             common.markdown_table(["run", "date", "commit", "dirty", "GPU", "driver", "torch", "CUDA",
+             common.markdown_table(["run", "date", "commit", "dirty", "device", "driver", "torch", "CUDA",
                                     "ext ops", "stages"], rows), ""]
     return "\n".join(head + [render_run(r) for r in runs])
 
@@ -302,13 +346,17 @@ def print_run(run) -> None:
                   f"({_f(r.get('speedup_vs_reference'), 'x')} reference) {r['status']}")
         if doc.get("status"):
             print(f"train: {doc['status'][:200]}")
-    if any(_official(d) for d in run["ops"] + run["train"]):
-        tt = common.StreamTable([("case", "issue 6 target", 60, "s"), ("group", "dtype layout mode", 26, "s"),
+    docs = run["ops"] + run["train"]
+    for issue, selected, op_t, train_t in (("issue 6", _official, OP_TARGETS, TRAIN_TARGETS),
+                                           ("issue 11 (CPU)", _cpu, CPU_OP_TARGETS, CPU_TRAIN_TARGETS)):
+        if not any(selected(d) for d in docs):
+            continue
+        tt = common.StreamTable([("case", f"{issue} target", 60, "s"), ("group", "dtype layout mode", 26, "s"),
                                  ("worst", "worst", 7, "s"), ("verdict", "verdict", 30, "s")])
         tt.header()
-        for x in evaluate_op_targets(run) + evaluate_train_targets(run):
+        for x in evaluate_op_targets(run, op_t, selected) + evaluate_train_targets(run, train_t, selected):
             kind = "pct" if x.get("metric") == "pct_copy" else "x"
-            tt.row({"case": f"{x['case'][:34]}: {x['target']}", "group": x.get("group", "bf16"),
+            tt.row({"case": f"{x['case'][:34]}: {x['target']}", "group": x.get("group") or x.get("precision", "-"),
                     "worst": _f(x["worst"], kind), "verdict": x["verdict"]})
 
 

@@ -56,6 +56,25 @@ def test_gradcheck_and_gradgradcheck(device, layout, act):
 
 @requires_compiled
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16], ids=str)
+def test_lrelu_slope_at_zero_is_pytorchs(device, dtype):
+    """Every backend writes -0 for an input of exactly 0 and reads the slope off the output's sign:
+    alpha at 0, as torch's leaky_relu; +0 (a tiny positive input rounded away) gets slope 1."""
+    kernels = compiled_ops(device)
+    skip_without_kernel("bias_act", device)
+    x = torch.tensor([0.0, -0.0, 0.5, -0.5, 3.0], dtype=dtype, device=device).view(1, 5).requires_grad_()
+    y = ops.bias_act(x, None, "lrelu", 0.25)
+    assert torch.signbit(y[0, :2].cpu()).all() and y[0, :2].eq(0).all()
+    got = torch.autograd.grad(y.sum(), x)[0]
+    want = torch.autograd.grad(torch.nn.functional.leaky_relu(x, 0.25).sum(), x)[0]
+    assert got.tolist() == want.tolist() == [[0.25, 0.25, 1.0, 0.25, 1.0]]
+    y = torch.tensor([[0.0, -0.0, 1.0, -1.0]], dtype=dtype, device=device)
+    gx = kernels.bias_act_backward(torch.ones_like(y), y, 0.25)
+    assert gx.tolist() == [[1.0, 0.25, 1.0, 0.25]]
+
+
+@requires_compiled
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("requires_grad", [False, True])
 def test_opcheck(device, requires_grad):
     kernels = compiled_ops(device)

@@ -1,66 +1,96 @@
-// bias_act on the CPU: y = act(x + bias[c]) and the leaky-ReLU gradient grad * (y > 0 ? 1 : alpha).
+// bias_act on the CPU: y = act(x + bias[c]) and the leaky-ReLU gradient grad * (y > 0 or +0 ? 1 : alpha).
 //
-// A contiguous tensor is a grid of rows x cols: NCHW-like memory has one channel per row
-// (rows = N*C, cols = spatial size), channels-innermost memory has one channel per column
-// (rows = N*spatial, cols = C).
+// A contiguous tensor is walked in one of two ways, both over adjacent memory:
+//  * channels outermost (NCHW-like): N*C rows of S = H*W (*D) elements; a row has one channel,
+//    whose bias is read once per row (the channel index advances with the row, no division);
+//  * channels innermost (channels_last, rank 2): the flat array in runs of a whole number of
+//    pixels, added to a bias vector tiled to the same length.
+// The backward does not depend on the channel and is one flat loop.
 
-#include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
+#include <vector>
+
 #include "../common.h"
+#include "cpu_utils.h"
 
 namespace progan_ext {
 namespace {
 
-struct RowLayout {
-  int64_t rows, cols, channels;
-  bool channels_inner;
-  int64_t channel(int64_t row, int64_t col) const { return channels_inner ? col : row % channels; }
-};
+using cpu::acc_t;
+using cpu::load;
+using cpu::store;
 
-RowLayout row_layout(const at::Tensor& x, at::MemoryFormat fmt) {
-  const int64_t c = x.size(1), numel = x.numel();
-  const bool inner = fmt == at::MemoryFormat::ChannelsLast || fmt == at::MemoryFormat::ChannelsLast3d;
-  const int64_t spatial = c == 0 ? 0 : numel / (x.size(0) * c);
-  return inner ? RowLayout{numel / std::max<int64_t>(c, 1), c, c, true}
-               : RowLayout{x.size(0) * c, spatial, c, false};
+// y[i] = act(x[i] + b[i % bias_period]) for i < n; slope 1 is the identity.
+template <typename T>
+PROGAN_CPU_MULTIVERSION void bias_act_run(const T* __restrict x, const acc_t<T>* __restrict b, T* __restrict y,
+                                          int64_t n, acc_t<T> slope) {
+  using A = acc_t<T>;
+  for (int64_t i = 0; i < n; ++i) {
+    const A z = load(x + i) + b[i];
+    store(y + i, cpu::leaky(z, slope));
+  }
 }
 
-template <typename Fn>
-void for_rows(const RowLayout& v, Fn&& fn) {
-  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(v.cols, 1));
-  at::parallel_for(0, v.rows, grain, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) fn(r, r * v.cols);
-  });
+// Rows [r0, r1) of N*C rows of S elements; row r has channel r % C.
+template <typename T>
+PROGAN_CPU_MULTIVERSION void bias_act_rows(const T* __restrict x, const acc_t<T>* __restrict bias, T* __restrict y,
+                                           int64_t C, int64_t S, int64_t r0, int64_t r1, acc_t<T> slope) {
+  using A = acc_t<T>;
+  int64_t c = r0 % C;
+  for (int64_t r = r0; r < r1; ++r) {
+    const A b = bias[c];
+    const T* __restrict xr = x + r * S;
+    T* __restrict yr = y + r * S;
+    for (int64_t i = 0; i < S; ++i) {
+      const A z = load(xr + i) + b;
+      store(yr + i, cpu::leaky(z, slope));
+    }
+    if (++c == C) c = 0;
+  }
 }
 
-template <typename scalar_t>
-void bias_act_forward_kernel(const scalar_t* x, const scalar_t* bias, scalar_t* y, const RowLayout& v, Act act,
-                             double alpha_d) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const acc_t alpha = static_cast<acc_t>(alpha_d);
-  for_rows(v, [&](int64_t row, int64_t base) {
-    for (int64_t col = 0; col < v.cols; ++col) {
-      acc_t z = static_cast<acc_t>(x[base + col]);
-      if (bias) z += static_cast<acc_t>(bias[v.channel(row, col)]);
-      if (act == Act::LRelu && z < acc_t(0)) z *= alpha;
-      y[base + col] = static_cast<scalar_t>(z);
+template <typename T>
+PROGAN_CPU_MULTIVERSION void lrelu_grad_run(const T* __restrict g, const T* __restrict y, T* __restrict gx, int64_t n,
+                                            acc_t<T> alpha) {
+  using A = acc_t<T>;
+  for (int64_t i = 0; i < n; ++i) store(gx + i, load(g + i) * (cpu::leaky_positive(load(y + i)) ? A(1) : alpha));
+}
+
+template <typename T>
+void bias_act_kernel(const at::Tensor& x, const at::Tensor& bias, at::Tensor& y, bool channels_inner, Act act,
+                     double alpha) {
+  using A = acc_t<T>;
+  const int64_t C = x.size(1), numel = x.numel();
+  const A slope = act == Act::LRelu ? static_cast<A>(alpha) : A(1);
+  const T* xp = x.const_data_ptr<T>();
+  T* yp = y.mutable_data_ptr<T>();
+  if (!channels_inner) {
+    std::vector<A> b(C, A(0));
+    if (bias.defined())
+      for (int64_t c = 0; c < C; ++c) b[c] = load(bias.const_data_ptr<T>() + c);
+    const int64_t S = numel / (x.size(0) * C), rows = x.size(0) * C;
+    cpu::parallel_for(0, rows, cpu::grain_for(S),
+                      [&](int64_t r0, int64_t r1) { bias_act_rows<T>(xp, b.data(), yp, C, S, r0, r1, slope); });
+    return;
+  }
+  // Runs of `per_run` pixels share one tiled bias vector of per_run * C values.
+  const int64_t per_run = std::max<int64_t>(1, 1024 / C), run = per_run * C;
+  std::vector<A> tile(run, A(0));
+  if (bias.defined())
+    for (int64_t i = 0; i < run; ++i) tile[i] = load(bias.const_data_ptr<T>() + i % C);
+  const int64_t runs = (numel + run - 1) / run;
+  cpu::parallel_for(0, runs, cpu::grain_for(run), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t off = r * run;
+      bias_act_run<T>(xp + off, tile.data(), yp + off, std::min(run, numel - off), slope);
     }
   });
 }
 
-template <typename scalar_t>
-void bias_act_backward_kernel(const scalar_t* g, const scalar_t* y, scalar_t* gx, const RowLayout& v,
-                              double alpha_d) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const acc_t alpha = static_cast<acc_t>(alpha_d);
-  for_rows(v, [&](int64_t, int64_t base) {
-    for (int64_t col = 0; col < v.cols; ++col) {
-      const acc_t gv = static_cast<acc_t>(g[base + col]);
-      gx[base + col] = static_cast<scalar_t>(static_cast<acc_t>(y[base + col]) > acc_t(0) ? gv : gv * alpha);
-    }
-  });
+bool channels_innermost(const at::Tensor& x, at::MemoryFormat fmt) {
+  return x.dim() == 2 || fmt == at::MemoryFormat::ChannelsLast || fmt == at::MemoryFormat::ChannelsLast3d;
 }
 
 at::Tensor bias_act_cpu(const at::Tensor& x_in, const c10::optional<at::Tensor>& bias_in, c10::string_view act_name,
@@ -72,11 +102,8 @@ at::Tensor bias_act_cpu(const at::Tensor& x_in, const c10::optional<at::Tensor>&
   const at::Tensor bias = bias_in.has_value() ? bias_in->contiguous() : at::Tensor();
   at::Tensor y = at::empty(x.sizes(), x.options().memory_format(fmt));
   if (x.numel() == 0) return y;
-  const RowLayout v = row_layout(x, fmt);
   PROGAN_DISPATCH_FLOATING_TYPES(x.scalar_type(), "bias_act_cpu", [&] {
-    bias_act_forward_kernel<scalar_t>(x.const_data_ptr<scalar_t>(),
-                                      bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr,
-                                      y.mutable_data_ptr<scalar_t>(), v, act, alpha);
+    bias_act_kernel<scalar_t>(x, bias, y, channels_innermost(x, fmt), act, alpha);
   });
   return y;
 }
@@ -87,11 +114,18 @@ at::Tensor bias_act_backward_cpu(const at::Tensor& grad_in, const at::Tensor& y_
   const auto fmt = layout_of(y_in);
   const at::Tensor y = y_in.contiguous(fmt), g = grad_in.contiguous(fmt);
   at::Tensor gx = at::empty(y.sizes(), y.options().memory_format(fmt));
-  if (y.numel() == 0) return gx;
-  const RowLayout v = row_layout(y, fmt);
+  const int64_t n = y.numel();
+  if (n == 0) return gx;
   PROGAN_DISPATCH_FLOATING_TYPES(y.scalar_type(), "bias_act_backward_cpu", [&] {
-    bias_act_backward_kernel<scalar_t>(g.const_data_ptr<scalar_t>(), y.const_data_ptr<scalar_t>(),
-                                       gx.mutable_data_ptr<scalar_t>(), v, alpha);
+    const scalar_t* gp = g.const_data_ptr<scalar_t>();
+    const scalar_t* yp = y.const_data_ptr<scalar_t>();
+    scalar_t* gxp = gx.mutable_data_ptr<scalar_t>();
+    const auto a = static_cast<acc_t<scalar_t>>(alpha);
+    constexpr int64_t kChunk = 4096;
+    cpu::parallel_for(0, (n + kChunk - 1) / kChunk, cpu::grain_for(kChunk), [&](int64_t c0, int64_t c1) {
+      const int64_t b = c0 * kChunk, e = std::min(n, c1 * kChunk);
+      lrelu_grad_run<scalar_t>(gp + b, yp + b, gxp + b, e - b, a);
+    });
   });
   return gx;
 }

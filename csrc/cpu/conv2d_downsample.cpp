@@ -1,5 +1,6 @@
 // conv2d_downsample on the CPU: 3x3 eq conv then 2x2 average pool as one 4x4 stride-2 conv with
-// the summed kernel (conv2d_resample.cpp, "down"), then bias + act (conv_epilogue.h).
+// the summed kernel, bias included (conv2d_resample.cpp, "down"), then the activation in one pass
+// (conv_epilogue.h).
 
 #include <torch/library.h>
 
@@ -13,11 +14,8 @@ at::Tensor conv2d_downsample_cpu(const at::Tensor& x, const at::Tensor& weight,
                                  const c10::optional<at::Tensor>& bias, double gain, c10::string_view act,
                                  double alpha) {
   check_conv_args(x, weight, bias, gain, act, alpha, Resample::Down, "conv2d_downsample");
-  const auto fmt = layout_of(x);
-  const auto ct = conv_compute_dtype(x.scalar_type());
-  const double scale = gain / std::sqrt(static_cast<double>(weight.size(1) * weight.size(2) * weight.size(3)));
-  at::Tensor z = conv_resample_compute(x.to(ct).contiguous(fmt), weight.to(ct), scale, Resample::Down);
-  return conv_epilogue(z, bias, parse_act(act), alpha, false, fmt, x.scalar_type());
+  const at::Tensor z = conv_resample_compute(x, weight, bias, eq_scale(weight, gain), Resample::Down);
+  return conv_epilogue(z, parse_act(act), alpha, false, layout_of(x), x.scalar_type());
 }
 
 }  // namespace

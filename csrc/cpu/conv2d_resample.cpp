@@ -1,146 +1,218 @@
 // conv2d_resample and conv2d_resample_grad_weight on the CPU: the linear building blocks of every
-// conv op ("same", "up", "down"; schema comments in progan_ext.cpp). They call at::conv2d /
-// at::convolution_backward on transformed weights; the upsampled tensor is never stored.
-//
-// "up" (nearest 2x upsample, then 3x3 conv, padding 1), per axis: output 2i+p reads the upsampled
-// rows 2i+p-1, 2i+p, 2i+p+1, i.e. low-res rows
-//   p = 0:  x[i-1]*w0 + x[i]*(w1+w2)        (2-tap kernel (w0, w1+w2) starting at x[i-1])
-//   p = 1:  x[i]*(w0+w1) + x[i+1]*w2        (2-tap kernel (w0+w1, w2) starting at x[i])
-// so each of the four output parities (py, px) is a 2x2 conv of x. A 2x2 conv of x with padding
-// 1 gives (H+1)x(W+1) outputs, where output j starts at x[j-1]: parity p is rows p..p+H-1. The
-// four 2x2 kernels are stacked along Cout and run as four GEMMs, one per tap (conv_up_phases);
-// the epilogue (conv_epilogue.h) then gathers each output pixel from its phase, so interleaving
-// costs no extra pass.
+// conv op ("same", "up", "down"; schema comments in progan_ext.cpp). Each is one oneDNN call
+// (at::conv2d, at::conv_transpose2d, at::convolution_backward) on a transformed kernel; the
+// upsampled tensor is never stored.
 //
 // "down" (3x3 conv, padding 1, then 2x2 average pool): output i averages conv rows 2i and 2i+1,
 // which read x[2i-1..2i+2]: one 4x4 stride-2 conv (padding 1) with the kernel
-//   K4 = (w placed at offsets (0,0), (0,1), (1,0), (1,1) of a 4x4 grid, summed) / 4.
+//   K[a] = (w[a] + w[a-1]) / 4 per axis (w[-1] = w[3] = 0): the 3x3 kernel placed at offsets 0
+//   and 1 of a 4x4 grid and summed.
+// "up" (nearest 2x upsample, then 3x3 conv, padding 1), per axis: output 2i+p reads low-res rows
+//   p = 0:  x[i-1]*w0 + x[i]*(w1+w2),    p = 1:  x[i]*(w0+w1) + x[i+1]*w2,
+// which is conv_transpose2d(x, K, stride 2, padding 1) with the 4-tap kernel
+//   K = (w2, w1+w2, w0+w1, w0)
+// (a transposed conv writes output 2j + a - 1 from input j with tap a). Each output pixel costs
+// 2x2 multiply-adds per channel pair instead of 3x3, and oneDNN writes the interleaved output.
+// The gradients of the kernels go back through the same per-axis maps (fold_kernel_grad).
 
 #include <ATen/Functions.h>
 #include <torch/library.h>
 
-#include "conv_epilogue.h"
+
+#include "conv_layout.h"
 #include "conv_resample.h"
+#include "cpu_utils.h"
 
 namespace progan_ext {
 namespace {
 
-// Per-axis tap-summing matrices of the up phases: 2-tap kernel = M[p] @ (w0, w1, w2).
-at::Tensor phase_matrix(int64_t parity, const at::TensorOptions& opts) {
-  static double m[2][2][3] = {{{1, 0, 0}, {0, 1, 1}}, {{1, 1, 0}, {0, 0, 1}}};
-  return at::from_blob(m[parity], {2, 3}, at::TensorOptions().dtype(at::kDouble)).to(opts.dtype(), false, true);
+// Per axis, the 4 taps of the resampling kernels from the 3 taps of w, and the adjoint map:
+//   down: (w0, w0+w1, w1+w2, w2)      up: the same reversed, (w2, w1+w2, w0+w1, w0).
+// `step` is the stride between taps in memory (1 along a row, 3 or 4 along a column).
+inline void taps4(const double* w, int64_t wstep, double* k, int64_t kstep, bool up) {
+  const double a = w[0], b = w[wstep], c = w[2 * wstep];
+  const double t[4] = {a, a + b, b + c, c};
+  for (int i = 0; i < 4; ++i) k[i * kstep] = t[up ? 3 - i : i];
+}
+inline void taps3(const double* k, int64_t kstep, double* w, int64_t wstep, bool up) {
+  double t[4];
+  for (int i = 0; i < 4; ++i) t[up ? 3 - i : i] = k[i * kstep];
+  w[0] = t[0] + t[1], w[wstep] = t[1] + t[2], w[2 * wstep] = t[2] + t[3];
 }
 
-// [Cout, Cin, 3, 3] -> [4*Cout, Cin, 2, 2]: phase q = 2*py + px at channels q*Cout..(q+1)*Cout.
-at::Tensor up_phase_weights(const at::Tensor& w) {
-  const at::Tensor m0 = phase_matrix(0, w.options()), m1 = phase_matrix(1, w.options());
-  std::vector<at::Tensor> phases;
-  for (int py = 0; py < 2; ++py)
-    for (int px = 0; px < 2; ++px)
-      phases.push_back(at::matmul(at::matmul(py ? m1 : m0, w), (px ? m1 : m0).t()));
-  return at::cat(phases, 0).contiguous();
+// out[i] = w[i] * factor over a flat array, in w's accumulation type (what eager's `w * scale` does).
+template <typename W, typename O>
+PROGAN_CPU_MULTIVERSION void scale_run(const W* __restrict w, O* __restrict out, int64_t n, double factor) {
+  using A = cpu::acc_t<W>;
+  const A f = static_cast<A>(factor);
+  for (int64_t i = 0; i < n; ++i) cpu::store(out + i, static_cast<cpu::acc_t<O>>(cpu::load(w + i) * f));
 }
 
-// [Cout, Cin, 3, 3] -> [Cout, Cin, 4, 4], the padded-and-summed kernel / 4.
-at::Tensor down_weight(const at::Tensor& w) {
-  at::Tensor k4 = at::zeros({w.size(0), w.size(1), 4, 4}, w.options());
-  for (int a = 0; a < 2; ++a)
-    for (int b = 0; b < 2; ++b) k4.narrow(2, a, 3).narrow(3, b, 3).add_(w);
-  return k4.mul_(0.25);
+// The kernel oneDNN runs for `mode`, from w [Cout, Cin, k, k] (any strides and dtype):
+//   same: w * scale;  down: [Cout, Cin, 4, 4] per taps4, * scale / 4;
+//   up:   [Cin, Cout, 4, 4] (conv_transpose2d's layout) per taps4 reversed, * scale.
+// Computed in double, rounded once to `dtype`; no temporaries beyond one kernel's taps.
+at::Tensor conv_kernel(const at::Tensor& w, double scale, Resample mode, at::ScalarType dtype) {
+  const int64_t cout = w.size(0), cin = w.size(1), k = w.size(2);
+  const bool up = mode == Resample::Up;
+  const int64_t kk = mode == Resample::Same ? k : 4;
+  const double factor = mode == Resample::Down ? scale / 4 : scale;
+  at::Tensor out = at::empty(up ? at::IntArrayRef{cin, cout, kk, kk} : at::IntArrayRef{cout, cin, kk, kk},
+                             w.options().dtype(dtype));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, w.scalar_type(), "conv_kernel", [&] {
+    using W = scalar_t;
+    AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, dtype, "conv_kernel_out", [&] {
+      const W* p = w.const_data_ptr<W>();
+      scalar_t* q = out.mutable_data_ptr<scalar_t>();
+      if (mode == Resample::Same && w.is_contiguous()) {  // the forward's kernel: a flat scaled copy
+        scale_run<W, scalar_t>(p, q, w.numel(), factor);
+        return;
+      }
+      const auto st = w.strides();
+      cpu::parallel_for(0, cout, cpu::grain_for(cin * kk * kk), [&](int64_t o0, int64_t o1) {
+        double src[9], rows[12], taps[16];
+        for (int64_t o = o0; o < o1; ++o)
+          for (int64_t i = 0; i < cin; ++i) {
+            const W* wp = p + o * st[0] + i * st[1];
+            scalar_t* d = q + (up ? i * cout + o : o * cin + i) * kk * kk;
+            if (mode == Resample::Same) {
+              for (int64_t y = 0; y < k; ++y)
+                for (int64_t x = 0; x < k; ++x)
+                  d[y * k + x] = static_cast<scalar_t>(static_cast<double>(wp[y * st[2] + x * st[3]]) * factor);
+              continue;
+            }
+            for (int y = 0; y < 3; ++y)
+              for (int x = 0; x < 3; ++x) src[y * 3 + x] = static_cast<double>(wp[y * st[2] + x * st[3]]) * factor;
+            for (int y = 0; y < 3; ++y) taps4(src + y * 3, 1, rows + y * 4, 1, up);  // along x: 3x4
+            for (int x = 0; x < 4; ++x) taps4(rows + x, 4, taps + x, 4, up);         // along y: 4x4
+            for (int t = 0; t < 16; ++t) d[t] = static_cast<scalar_t>(taps[t]);
+          }
+      });
+    });
+  });
+  return out;
 }
 
-at::Tensor weight_grad(const at::Tensor& grad_out, const at::Tensor& x, at::IntArrayRef weight_shape,
-                       int64_t stride, int64_t padding) {
-  const at::Tensor w = at::empty(weight_shape, x.options());
-  auto grads = at::convolution_backward(grad_out, x, w, c10::nullopt, {stride, stride}, {padding, padding}, {1, 1},
-                                        false, {0, 0}, 1, {false, true, false});
-  return std::get<1>(grads);
+// The adjoint of conv_kernel: from the gradient dK of the kernel oneDNN ran (any strides), the
+// gradient of w [Cout, Cin, k, k] in `dtype`.
+at::Tensor fold_kernel_grad(const at::Tensor& dk, int64_t cout, int64_t cin, int64_t k, double scale, Resample mode,
+                            at::ScalarType dtype) {
+  const bool up = mode == Resample::Up;
+  const double factor = mode == Resample::Down ? scale / 4 : scale;
+  at::Tensor out = at::empty({cout, cin, k, k}, dk.options().dtype(dtype));
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, dk.scalar_type(), "fold_kernel_grad", [&] {
+    using D = scalar_t;
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "fold_kernel_grad_out", [&] {
+      const D* p = dk.const_data_ptr<D>();
+      scalar_t* q = out.mutable_data_ptr<scalar_t>();
+      const auto st = dk.strides();
+      cpu::parallel_for(0, cout, cpu::grain_for(cin * 16), [&](int64_t o0, int64_t o1) {
+        double g[16], rows[12], w3[9];
+        for (int64_t o = o0; o < o1; ++o)
+          for (int64_t i = 0; i < cin; ++i) {
+            const D* s = p + (up ? i * st[0] + o * st[1] : o * st[0] + i * st[1]);
+            scalar_t* d = q + (o * cin + i) * k * k;
+            if (mode == Resample::Same) {
+              for (int64_t y = 0; y < k; ++y)
+                for (int64_t x = 0; x < k; ++x)
+                  d[y * k + x] = static_cast<scalar_t>(static_cast<double>(s[y * st[2] + x * st[3]]) * factor);
+              continue;
+            }
+            for (int a = 0; a < 4; ++a)
+              for (int b = 0; b < 4; ++b) g[a * 4 + b] = static_cast<double>(s[a * st[2] + b * st[3]]) * factor;
+            for (int a = 0; a < 4; ++a) taps3(g + a * 4, 1, rows + a * 3, 1, up);  // along x: 4x3
+            for (int x = 0; x < 3; ++x) taps3(rows + x, 3, w3 + x, 3, up);         // along y: 3x3
+            for (int t = 0; t < 9; ++t) d[t] = static_cast<scalar_t>(w3[t]);
+          }
+      });
+    });
+  });
+  return out;
 }
 
-at::Tensor conv2d_resample_cpu(const at::Tensor& x_in, const at::Tensor& w_in, double scale,
-                               c10::string_view mode_name) {
-  const Resample mode = parse_resample(mode_name);
-  check_conv_input(x_in, w_in, mode, "conv2d_resample");
-  check_finite(scale, "scale", "conv2d_resample");
-  const auto fmt = layout_of(x_in);
-  const auto ct = conv_compute_dtype(x_in.scalar_type());
-  const at::Tensor x = x_in.to(ct).contiguous(fmt), w = w_in.to(ct);
-  if (mode != Resample::Up) {
-    const at::Tensor z = conv_resample_compute(x, w, scale, mode);
-    return conv_epilogue(z, c10::nullopt, Act::Linear, 0.0, false, fmt, x_in.scalar_type());
+// A 1x1 convolution is a GEMM over the input as it lies (oneDNN would reorder NCHW input to a
+// blocked format first): channels_last x is a [N*H*W, Cin] matrix, NCHW x a batch of [Cin, H*W].
+// On channels_last input oneDNN's nhwc 1x1 kernels are as fast or faster for bfloat16, for few
+// input channels (a GEMM with K < 16, e.g. fromRGB's 3) and for the weight gradient
+// (benchmarks/NOTES.md).
+bool gemm_1x1(bool channels_last, int64_t cin, at::ScalarType dtype) {
+  return !channels_last || (cin >= 16 && dtype != at::kBFloat16);
+}
+
+at::Tensor conv1x1(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& bias, bool cl) {
+  const int64_t n = x.size(0), cin = x.size(1), h = x.size(2), wd = x.size(3), cout = w.size(0);
+  const at::Tensor w2 = w.view({cout, cin});
+  if (cl) {
+    const at::Tensor x2 = x.permute({0, 2, 3, 1}).reshape({n * h * wd, cin});
+    const at::Tensor z = bias.has_value() ? at::addmm(*bias, x2, w2.t()) : at::mm(x2, w2.t());
+    return z.view({n, h, wd, cout}).permute({0, 3, 1, 2});
   }
-  // Interleave the phases (and cast) in one pass: the identity epilogue through UpPhaseSource.
-  const at::Tensor phases = conv_up_phases(x, w, scale);
-  const int64_t cout = w.size(0);
-  return conv_epilogue(phases, UpPhaseSource{cout, x.size(2), x.size(3)},
-                       {x.size(0), cout, 2 * x.size(2), 2 * x.size(3)}, c10::nullopt, Act::Linear, 0.0, false, fmt,
-                       x_in.scalar_type(), false);
+  const at::Tensor x3 = x.view({n, cin, h * wd});
+  const at::Tensor z = bias.has_value()
+                           ? at::baddbmm(bias->view({1, cout, 1}).expand({n, cout, h * wd}), w2.expand({n, cout, cin}), x3)
+                           : at::matmul(w2, x3);
+  return z.view({n, cout, h, wd});
+}
+
+// The gradient of conv1x1's weight for NCHW x and g: sum over pixels of g (x) x, one GEMM.
+at::Tensor conv1x1_grad_weight(const at::Tensor& g, const at::Tensor& x) {
+  const int64_t n = x.size(0), cin = x.size(1), s = x.size(2) * x.size(3), cout = g.size(1);
+  return at::mm(g.view({n, cout, s}).transpose(0, 1).reshape({cout, n * s}),
+                x.view({n, cin, s}).transpose(0, 1).reshape({cin, n * s}).t());
+}
+
+at::Tensor conv2d_resample_cpu(const at::Tensor& x, const at::Tensor& w, double scale, c10::string_view mode_name) {
+  const Resample mode = parse_resample(mode_name);
+  check_conv_input(x, w, mode, "conv2d_resample");
+  check_finite(scale, "scale", "conv2d_resample");
+  const at::Tensor z = conv_resample_compute(x, w, c10::nullopt, scale, mode);
+  return conv_epilogue(z, Act::Linear, 0.0, false, layout_of(x), x.scalar_type());
 }
 
 at::Tensor conv2d_resample_grad_weight_cpu(const at::Tensor& x_in, const at::Tensor& g_in, double scale,
                                            c10::string_view mode_name, int64_t k) {
   const Resample mode = parse_resample(mode_name);
   check_conv_grad_weight_args(x_in, g_in, scale, mode, k);
-  const auto fmt = layout_of(x_in);
+  const int64_t cout = g_in.size(1), cin = x_in.size(1);
   const auto ct = conv_compute_dtype(x_in.scalar_type());
-  const at::Tensor x = x_in.to(ct).contiguous(fmt), g = g_in.to(ct).contiguous(fmt);
-  const int64_t cout = g.size(1), cin = x.size(1), n = x.size(0), h = x.size(2), w = x.size(3);
-  at::Tensor gw;
-  if (mode == Resample::Same) {
-    gw = weight_grad(g, x, {cout, cin, k, k}, 1, k / 2);
-  } else if (mode == Resample::Down) {
-    const at::Tensor g4 = weight_grad(g, x, {cout, cin, 4, 4}, 2, 1);
-    gw = at::zeros({cout, cin, 3, 3}, x.options());
-    for (int a = 0; a < 2; ++a)
-      for (int b = 0; b < 2; ++b) gw.add_(g4.narrow(2, a, 3).narrow(3, b, 3));
-    gw.mul_(0.25);
-  } else {
-    // The gradient of the stacked phase conv: phase q's grad_out sits at offset (py, px) of an
-    // (H+1)x(W+1) grid, zero elsewhere; then each 2x2 kernel grad goes back through its M's.
-    at::Tensor gs = at::zeros({n, 4 * cout, h + 1, w + 1}, g.options().memory_format(fmt));
-    const at::Tensor gv = g.view({n, cout, h, 2, w, 2});
-    for (int py = 0; py < 2; ++py)
-      for (int px = 0; px < 2; ++px)
-        gs.narrow(1, (2 * py + px) * cout, cout).narrow(2, py, h).narrow(3, px, w).copy_(gv.select(5, px).select(3, py));
-    const at::Tensor g2 = weight_grad(gs, x, {4 * cout, cin, 2, 2}, 1, 1);
-    const at::Tensor m0 = phase_matrix(0, x.options()), m1 = phase_matrix(1, x.options());
-    gw = at::zeros({cout, cin, 3, 3}, x.options());
-    for (int py = 0; py < 2; ++py)
-      for (int px = 0; px < 2; ++px)
-        gw.add_(at::matmul(at::matmul((py ? m1 : m0).t(), g2.narrow(0, (2 * py + px) * cout, cout)), px ? m1 : m0));
+  if (x_in.numel() == 0 || g_in.numel() == 0) return at::zeros({cout, cin, k, k}, x_in.options());
+  const auto cfmt = layout_of(x_in);  // oneDNN's backward-weights pass is fastest on the layout as given
+  const at::Tensor x = to_conv_input(x_in, ct, cfmt), g = to_conv_input(g_in, ct, cfmt);
+  if (k == 1 && cfmt != at::MemoryFormat::ChannelsLast) {
+    const at::Tensor dk = conv1x1_grad_weight(g, x);
+    return fold_kernel_grad(dk.view({cout, cin, 1, 1}), cout, cin, 1, scale, mode, x_in.scalar_type());
   }
-  gw = gw.mul_(scale).contiguous();
-  return gw.to(x_in.scalar_type());
+  const int64_t kk = mode == Resample::Same ? k : 4, pad = mode == Resample::Same ? k / 2 : 1;
+  const int64_t stride = mode == Resample::Same ? 1 : 2;
+  const bool up = mode == Resample::Up;
+  // Only the kernel's shape matters: output_mask asks for the weight gradient alone.
+  const at::Tensor shape_only = at::empty(up ? at::IntArrayRef{cin, cout, kk, kk} : at::IntArrayRef{cout, cin, kk, kk},
+                                          x.options());
+  const at::Tensor dk = std::get<1>(at::convolution_backward(g, x, shape_only, c10::nullopt, {stride, stride},
+                                                             {pad, pad}, {1, 1}, up, {0, 0}, 1, {false, true, false}));
+  return fold_kernel_grad(dk, cout, cin, k, scale, mode, x_in.scalar_type());
 }
 
 }  // namespace
 
-at::Tensor conv_resample_compute(const at::Tensor& x, const at::Tensor& weight, double scale, Resample mode) {
-  TORCH_INTERNAL_ASSERT(mode != Resample::Up);
-  const auto fmt = layout_of(x);
-  if (mode == Resample::Same) return at::conv2d(x, weight.mul(scale), {}, 1, weight.size(2) / 2).contiguous(fmt);
-  return at::conv2d(x, down_weight(weight.mul(scale)), {}, 2, 1).contiguous(fmt);
-}
-
-at::Tensor conv_up_phases(const at::Tensor& x, const at::Tensor& weight, double scale) {
-  const int64_t n = x.size(0), cin = x.size(1), h = x.size(2), w = x.size(3), cout = weight.size(0);
-  // Zero-padded input, channels innermost: [N*(H+2)*(W+2), Cin].
-  const at::Tensor xp = at::constant_pad_nd(x.permute({0, 2, 3, 1}), {0, 0, 1, 1, 1, 1}, 0)
-                            .contiguous()
-                            .view({n * (h + 2) * (w + 2), cin});
-  const at::Tensor k = up_phase_weights(weight.mul(scale));  // [4*Cout, Cin, 2, 2]
-  const int64_t rows = xp.size(0) - (w + 3);                 // windows that stay inside the buffer
-  at::Tensor out = at::empty({xp.size(0), 4 * cout}, x.options());
-  at::Tensor o = out.narrow(0, 0, rows);
-  for (int dy = 0; dy < 2; ++dy)
-    for (int dx = 0; dx < 2; ++dx) {
-      // Tap (dy, dx) of every window starting at row r reads input row r + dy*(W+2) + dx.
-      const at::Tensor a = xp.narrow(0, dy * (w + 2) + dx, rows);
-      const at::Tensor b = k.select(3, dx).select(2, dy).t();  // [Cin, 4*Cout]
-      if (dy == 0 && dx == 0) at::mm_out(o, a, b);
-      else o.addmm_(a, b);
-    }
-  return out;
+at::Tensor conv_resample_compute(const at::Tensor& x_in, const at::Tensor& weight,
+                                 const c10::optional<at::Tensor>& bias_in, double scale, Resample mode) {
+  const auto ct = conv_compute_dtype(x_in.scalar_type());
+  const int64_t k = weight.size(2);
+  const auto cfmt = conv_layout(mode, k, layout_of(x_in));
+  const at::Tensor x = to_conv_input(x_in, ct, cfmt);
+  const at::Tensor w = conv_kernel(weight, scale, mode, ct);
+  const c10::optional<at::Tensor> bias = bias_in.has_value() ? c10::optional<at::Tensor>(bias_in->to(ct)) : c10::nullopt;
+  at::Tensor z;
+  if (k == 1 && gemm_1x1(cfmt == at::MemoryFormat::ChannelsLast, x.size(1), ct)) {
+    z = conv1x1(x, w, bias, cfmt == at::MemoryFormat::ChannelsLast);
+  } else if (mode == Resample::Up) {
+    z = at::conv_transpose2d(x, w, bias, {2, 2}, {1, 1});
+  } else {
+    const int64_t stride = mode == Resample::Down ? 2 : 1, pad = mode == Resample::Down ? 1 : weight.size(2) / 2;
+    z = at::conv2d(x, w, bias, {stride, stride}, {pad, pad});
+  }
+  return z.is_contiguous(cfmt) ? z : z.contiguous(cfmt);
 }
 
 TORCH_LIBRARY_IMPL(progan_ext, CPU, m) {

@@ -1,110 +1,120 @@
-// pixel_norm on the CPU: y = x * rsqrt(mean_c(x^2) + eps), and its gradient.
+// pixel_norm on the CPU: y = x * rsqrt(mean_c(x^2) + eps), and its gradient
+//   grad_x = r*g - r^3 * x * mean_c(g*x),  r = rsqrt(mean_c(x^2) + eps).
 //
-// The input is seen as N*S pixels of C channels (S = H*W, 1 for rank-2 input). A pixel's
-// channel c lives at base + c*channel_stride: channel_stride is S in NCHW memory and 1 in
-// channels_last / rank-2 memory. Pixels are processed in blocks so that the inner loop runs
-// over adjacent memory in both layouts.
+// The input is N images of S = H*W pixels of C channels (S = 1 for rank-2 input). Both layouts
+// keep the inner loops on adjacent memory:
+//  * channels_last / rank 2: a pixel's C channels are adjacent; the channel sums are dot
+//    products with fixed lane partial sums (cpu::dot), then one scaling pass per pixel;
+//  * NCHW: a block of up to kBlock adjacent pixels of one image; the per-pixel sums are
+//    accumulated channel by channel, vectorised across the block's pixels.
+// Every pixel is reduced by one thread in a fixed order: results do not depend on the thread count.
 
-#include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
+#include <cmath>
+
 #include "../common.h"
+#include "cpu_utils.h"
 
 namespace progan_ext {
 namespace {
 
-constexpr int64_t kBlock = 64;  // pixels per block: accumulators fit in registers / L1
+using cpu::acc_t;
+using cpu::load;
+using cpu::store;
 
-struct PixelLayout {
-  int64_t pixels;          // N * S
-  int64_t channels;        // C
-  int64_t spatial;         // S
-  bool channels_inner;     // channels_last or rank 2
-  int64_t pixel_offset(int64_t p) const {  // memory offset of channel 0 of pixel p
-    return channels_inner ? p * channels : (p / spatial) * channels * spatial + p % spatial;
+constexpr int64_t kBlock = 64;  // NCHW pixels per block: the per-pixel sums stay in registers / L1
+
+// ---- channels innermost ------------------------------------------------------------------------
+
+template <typename T>
+PROGAN_CPU_MULTIVERSION void forward_pixels(const T* __restrict x, T* __restrict y, int64_t C, int64_t p0,
+                                            int64_t p1, acc_t<T> eps) {
+  using A = acc_t<T>;
+  for (int64_t p = p0; p < p1; ++p) {
+    const T* __restrict xp = x + p * C;
+    T* __restrict yp = y + p * C;
+    const A r = A(1) / std::sqrt(cpu::dot(xp, xp, C) / A(C) + eps);
+    for (int64_t c = 0; c < C; ++c) store(yp + c, load(xp + c) * r);
   }
-  int64_t channel_stride() const { return channels_inner ? 1 : spatial; }
-  int64_t pixel_stride() const { return channels_inner ? channels : 1; }
+}
+
+template <typename T>
+PROGAN_CPU_MULTIVERSION void backward_pixels(const T* __restrict g, const T* __restrict x, T* __restrict gx,
+                                             int64_t C, int64_t p0, int64_t p1, acc_t<T> eps) {
+  using A = acc_t<T>;
+  for (int64_t p = p0; p < p1; ++p) {
+    const T* __restrict xp = x + p * C;
+    const T* __restrict gp = g + p * C;
+    T* __restrict gxp = gx + p * C;
+    const A r = A(1) / std::sqrt(cpu::dot(xp, xp, C) / A(C) + eps);
+    const A cx = r * r * r * cpu::dot(gp, xp, C) / A(C);
+    for (int64_t c = 0; c < C; ++c) store(gxp + c, r * load(gp + c) - cx * load(xp + c));
+  }
+}
+
+// ---- NCHW: blocks of adjacent pixels -----------------------------------------------------------
+
+// Block of `len` <= kBlock pixels starting at x (channel c of pixel i at x[c*S + i]).
+template <typename T>
+PROGAN_CPU_MULTIVERSION void forward_block(const T* __restrict x, T* __restrict y, int64_t C, int64_t S, int64_t len,
+                                           acc_t<T> eps) {
+  using A = acc_t<T>;
+  A r[kBlock] = {};
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t i = 0; i < len; ++i) {
+      const A v = load(x + c * S + i);
+      r[i] += v * v;
+    }
+  for (int64_t i = 0; i < len; ++i) r[i] = A(1) / std::sqrt(r[i] / A(C) + eps);
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t i = 0; i < len; ++i) store(y + c * S + i, load(x + c * S + i) * r[i]);
+}
+
+template <typename T>
+PROGAN_CPU_MULTIVERSION void backward_block(const T* __restrict g, const T* __restrict x, T* __restrict gx, int64_t C,
+                                            int64_t S, int64_t len, acc_t<T> eps) {
+  using A = acc_t<T>;
+  A sxx[kBlock] = {}, sgx[kBlock] = {};
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t i = 0; i < len; ++i) {
+      const A xv = load(x + c * S + i);
+      sxx[i] += xv * xv;
+      sgx[i] += load(g + c * S + i) * xv;
+    }
+  for (int64_t i = 0; i < len; ++i) {
+    const A r = A(1) / std::sqrt(sxx[i] / A(C) + eps);
+    sxx[i] = r;                             // coefficient of g
+    sgx[i] = r * r * r * sgx[i] / A(C);  // coefficient of x
+  }
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t i = 0; i < len; ++i)
+      store(gx + c * S + i, sxx[i] * load(g + c * S + i) - sgx[i] * load(x + c * S + i));
+}
+
+// fn(offset of the block's first element, pixels in the block) over every NCHW block, in parallel.
+template <typename Fn>
+void for_nchw_blocks(int64_t N, int64_t C, int64_t S, const Fn& fn) {
+  const int64_t per_image = (S + kBlock - 1) / kBlock;
+  cpu::parallel_for(0, N * per_image, cpu::grain_for(C * std::min(S, kBlock)), [&](int64_t b0, int64_t b1) {
+    int64_t n = b0 / per_image, k = b0 % per_image;  // once per chunk
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t s0 = k * kBlock;
+      fn(n * C * S + s0, std::min(kBlock, S - s0));
+      if (++k == per_image) k = 0, ++n;
+    }
+  });
+}
+
+struct PixelGrid {
+  int64_t n, c, s;
+  bool channels_inner;
 };
 
-PixelLayout pixel_layout(const at::Tensor& x) {
-  const int64_t n = x.size(0), c = x.size(1), s = x.dim() == 4 ? x.size(2) * x.size(3) : 1;
-  const bool inner = x.dim() == 2 || layout_of(x) == at::MemoryFormat::ChannelsLast;
-  return {n * s, c, s, inner};
-}
-
-// Calls fn(offset of pixel block's channel 0, pixels in block) over all pixels, in parallel.
-// A block never crosses an image boundary in NCHW memory (its pixels are then adjacent).
-template <typename Fn>
-void for_pixel_blocks(const PixelLayout& v, Fn&& fn) {
-  const int64_t per_image = v.channels_inner ? v.pixels : (v.spatial + kBlock - 1) / kBlock;
-  const int64_t images = v.channels_inner ? 1 : v.pixels / v.spatial;
-  const int64_t span = v.channels_inner ? kBlock : v.spatial;
-  const int64_t blocks = v.channels_inner ? (v.pixels + kBlock - 1) / kBlock : images * per_image;
-  at::parallel_for(0, blocks, std::max<int64_t>(1, 32768 / (kBlock * std::max<int64_t>(v.channels, 1))),
-                   [&](int64_t b0, int64_t b1) {
-                     for (int64_t b = b0; b < b1; ++b) {
-                       int64_t first, len;
-                       if (v.channels_inner) {
-                         first = b * kBlock;
-                         len = std::min(kBlock, v.pixels - first);
-                       } else {
-                         const int64_t s0 = (b % per_image) * kBlock;
-                         first = (b / per_image) * span + s0;
-                         len = std::min(kBlock, span - s0);
-                       }
-                       fn(v.pixel_offset(first), len);
-                     }
-                   });
-}
-
-template <typename scalar_t>
-void pixel_norm_forward_kernel(const scalar_t* x, scalar_t* y, const PixelLayout& v, double eps) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const int64_t cs = v.channel_stride(), ps = v.pixel_stride(), C = v.channels;
-  for_pixel_blocks(v, [&](int64_t base, int64_t len) {
-    acc_t r[kBlock] = {};
-    for (int64_t c = 0; c < C; ++c)
-      for (int64_t i = 0; i < len; ++i) {
-        const acc_t xv = static_cast<acc_t>(x[base + c * cs + i * ps]);
-        r[i] += xv * xv;
-      }
-    for (int64_t i = 0; i < len; ++i) r[i] = acc_t(1) / std::sqrt(r[i] / acc_t(C) + acc_t(eps));
-    for (int64_t c = 0; c < C; ++c)
-      for (int64_t i = 0; i < len; ++i) {
-        const int64_t o = base + c * cs + i * ps;
-        y[o] = static_cast<scalar_t>(static_cast<acc_t>(x[o]) * r[i]);
-      }
-  });
-}
-
-// grad_x = r*g - r^3 * x * mean_c(g*x), r = rsqrt(mean_c(x^2) + eps)
-template <typename scalar_t>
-void pixel_norm_backward_kernel(const scalar_t* g, const scalar_t* x, scalar_t* gx, const PixelLayout& v,
-                                double eps) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const int64_t cs = v.channel_stride(), ps = v.pixel_stride(), C = v.channels;
-  for_pixel_blocks(v, [&](int64_t base, int64_t len) {
-    acc_t sxx[kBlock] = {}, sgx[kBlock] = {};
-    for (int64_t c = 0; c < C; ++c)
-      for (int64_t i = 0; i < len; ++i) {
-        const int64_t o = base + c * cs + i * ps;
-        const acc_t xv = static_cast<acc_t>(x[o]);
-        sxx[i] += xv * xv;
-        sgx[i] += static_cast<acc_t>(g[o]) * xv;
-      }
-    for (int64_t i = 0; i < len; ++i) {
-      const acc_t r = acc_t(1) / std::sqrt(sxx[i] / acc_t(C) + acc_t(eps));
-      sxx[i] = r;                             // coefficient of g
-      sgx[i] = r * r * r * sgx[i] / acc_t(C);  // coefficient of x
-    }
-    for (int64_t c = 0; c < C; ++c)
-      for (int64_t i = 0; i < len; ++i) {
-        const int64_t o = base + c * cs + i * ps;
-        gx[o] = static_cast<scalar_t>(sxx[i] * static_cast<acc_t>(g[o]) - sgx[i] * static_cast<acc_t>(x[o]));
-      }
-  });
+PixelGrid pixel_grid(const at::Tensor& x) {
+  const int64_t s = x.dim() == 4 ? x.size(2) * x.size(3) : 1;
+  return {x.size(0), x.size(1), s, x.dim() == 2 || layout_of(x) == at::MemoryFormat::ChannelsLast};
 }
 
 at::Tensor pixel_norm_cpu(const at::Tensor& x_in, double eps) {
@@ -113,9 +123,18 @@ at::Tensor pixel_norm_cpu(const at::Tensor& x_in, double eps) {
   const at::Tensor x = x_in.contiguous(fmt);
   at::Tensor y = at::empty(x.sizes(), x.options().memory_format(fmt));
   if (x.numel() == 0) return y;
-  const PixelLayout v = pixel_layout(x);
+  const PixelGrid v = pixel_grid(x);
   PROGAN_DISPATCH_FLOATING_TYPES(x.scalar_type(), "pixel_norm_cpu", [&] {
-    pixel_norm_forward_kernel<scalar_t>(x.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(), v, eps);
+    const scalar_t* xp = x.const_data_ptr<scalar_t>();
+    scalar_t* yp = y.mutable_data_ptr<scalar_t>();
+    const auto e = static_cast<acc_t<scalar_t>>(eps);
+    if (v.channels_inner) {
+      cpu::parallel_for(0, v.n * v.s, cpu::grain_for(v.c),
+                        [&](int64_t p0, int64_t p1) { forward_pixels<scalar_t>(xp, yp, v.c, p0, p1, e); });
+    } else {
+      for_nchw_blocks(v.n, v.c, v.s,
+                      [&](int64_t off, int64_t len) { forward_block<scalar_t>(xp + off, yp + off, v.c, v.s, len, e); });
+    }
   });
   return y;
 }
@@ -127,10 +146,20 @@ at::Tensor pixel_norm_backward_cpu(const at::Tensor& grad_in, const at::Tensor& 
   const at::Tensor x = x_in.contiguous(fmt), g = grad_in.contiguous(fmt);
   at::Tensor gx = at::empty(x.sizes(), x.options().memory_format(fmt));
   if (x.numel() == 0) return gx;
-  const PixelLayout v = pixel_layout(x);
+  const PixelGrid v = pixel_grid(x);
   PROGAN_DISPATCH_FLOATING_TYPES(x.scalar_type(), "pixel_norm_backward_cpu", [&] {
-    pixel_norm_backward_kernel<scalar_t>(g.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
-                                         gx.mutable_data_ptr<scalar_t>(), v, eps);
+    const scalar_t* gp = g.const_data_ptr<scalar_t>();
+    const scalar_t* xp = x.const_data_ptr<scalar_t>();
+    scalar_t* gxp = gx.mutable_data_ptr<scalar_t>();
+    const auto e = static_cast<acc_t<scalar_t>>(eps);
+    if (v.channels_inner) {
+      cpu::parallel_for(0, v.n * v.s, cpu::grain_for(2 * v.c),
+                        [&](int64_t p0, int64_t p1) { backward_pixels<scalar_t>(gp, xp, gxp, v.c, p0, p1, e); });
+    } else {
+      for_nchw_blocks(v.n, v.c, v.s, [&](int64_t off, int64_t len) {
+        backward_block<scalar_t>(gp + off, xp + off, gxp + off, v.c, v.s, len, e);
+      });
+    }
   });
   return gx;
 }
