@@ -34,8 +34,8 @@ def _autocast(device, dtype):
     return torch.autocast(device, dtype=dtype, enabled=dtype is not None)
 
 
-def progan_ops_in(graphs) -> set:
-    """Names of the torch.ops.progan_ext ops that the FX graphs call."""
+def progan_ops_in(graphs, namespace="progan_ext") -> set:
+    """Names of the torch.ops.<namespace> ops that the FX graphs call."""
     found = set()
     for gm in graphs:
         for node in gm.graph.nodes:
@@ -43,14 +43,16 @@ def progan_ops_in(graphs) -> set:
             name = getattr(target, "_qualified_op_name", None)  # OpOverloadPacket
             if name is None and isinstance(target, torch._ops.OpOverload):
                 name = target.name()
-            if node.op == "call_function" and name and name.startswith("progan_ext::"):
+            if node.op == "call_function" and name and name.startswith(namespace + "::"):
                 found.add(name.split("::", 1)[1])
     return found
 
 
 def _check_ops(graphs, device, expect_ops):
     want = {op for op in expect_ops if ops._has_kernel(op, device)}
-    missing = want - progan_ops_in(graphs)
+    # the namespace whose kernels serve the device: progan_ext_emu for an emulated "cuda" case
+    namespace = ops.kernel_namespace(torch.device(device).type) or "progan_ext"
+    missing = want - progan_ops_in(graphs, namespace)
     assert not missing, f"the graph does not call the compiled {sorted(missing)}"
 
 

@@ -250,3 +250,44 @@ def test_tensor_core_paths_need_an_sm80_build(cuda, monkeypatch):
         cuda.ops.eq_conv2d(x, w, None, 1.0, "linear", 0.2, False)
         cuda.ops.conv2d_resample_grad_weight(x, g, 1.0, "same", 3)
         assert cuda.paths() == {conv_path: 1, gw_path: 1}, (sm, kernel_arch)
+
+
+def test_progan_g_and_d_block_through_cuda_kernels_only(cuda, recwarn):
+    """One ProGAN growth step (the 8x8 block during fade-in, 16 channels): G forward, D forward, the
+    WGAN-GP critic loss with its gradient penalty (a double backward through every op) and both
+    networks' parameter gradients, all on the CUDA kernels, against the pure-PyTorch reference in
+    float64. No op may fall back to the reference."""
+    from progan_ext import ops
+    from progan_ext.loss import d_loss_wgangp, g_loss_wgan
+    from progan_ext.networks import Discriminator, Generator
+
+    def nets(impl):
+        torch.manual_seed(0)
+        G = Generator(8, latent_size=16, fmap_max=16, impl=impl).double().to(cuda.device)
+        D = Discriminator(8, fmap_max=16, impl=impl).double().to(cuda.device)
+        return G, D
+
+    def step(G, D):
+        gen = torch.Generator().manual_seed(1)
+        z = torch.randn(4, 16, generator=gen, dtype=torch.float64).to(cuda.device)
+        reals = torch.randn(4, 3, 8, 8, generator=gen, dtype=torch.float64).to(cuda.device)
+        torch.manual_seed(2)  # the penalty's interpolation weights
+        fakes = G(z, resolution=8, alpha=0.5)
+        d_loss, _ = d_loss_wgangp(D, reals, fakes.detach(), resolution=8, alpha=0.5, gp_lambda=10.0)
+        d_grads = torch.autograd.grad(d_loss, list(D.parameters()))
+        g_loss = g_loss_wgan(D, fakes, resolution=8, alpha=0.5)
+        g_grads = torch.autograd.grad(g_loss, list(G.parameters()))
+        return [fakes, d_loss, g_loss, *d_grads, *g_grads]
+
+    want = step(*nets("reference"))
+    before = ops.use_kernels("cpu", emulated.NAMESPACE) if cuda.emulated else None
+    try:
+        got = step(*nets("ext"))
+    finally:
+        if cuda.emulated:
+            ops.use_kernels("cpu", before)
+    assert not [w for w in recwarn if "reference" in str(w.message)], [str(w.message) for w in recwarn]
+    for i, (a, b) in enumerate(zip(got, want)):
+        torch.testing.assert_close(a.cpu(), b.cpu(), rtol=1e-9, atol=1e-9, msg=lambda m: f"output {i}: {m}")
+    ran = {name.split(".")[0] for name in cuda.paths()}
+    assert {"conv", "grad_weight", "pixel_norm", "bias_act", "minibatch_stddev"} <= ran, ran
