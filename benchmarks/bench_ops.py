@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import common  # benchmarks/common.py (puts the repository root on sys.path)
+import provenance  # benchmarks/provenance.py
 import torch
 import torch.nn.functional as F
 
@@ -503,7 +504,7 @@ def main(argv=None) -> int:
     if device.type == "cpu" and not args.quick and max(args.res) > 64 and args.fmap_max > 128:
         print("note: full ProGAN shapes on the CPU take very long; use --quick or select --res", file=sys.stderr)
     warnings.filterwarnings("ignore", message=".*Falling back to the pure-PyTorch reference.*")
-    prov = common.provenance(device)
+    prov = provenance.provenance(device)
     backend = prov.get("progan_ext", {}).get("backend_info", {})
     print(f"# bench_ops on {prov['gpu'].get('name') if device.type == 'cuda' else 'CPU (wall-clock timing)'}; "
           f"torch {prov['torch']}; git {str(prov['git']['commit'])[:10]}{' (dirty)' if prov['git']['dirty'] else ''}")
@@ -545,7 +546,7 @@ def main(argv=None) -> int:
     skipped = sum(r["status"].startswith("skipped") for r in rows)
     failed = [r for r in rows if r["status"] not in ("ok",) and not r["status"].startswith("skipped")]
     doc["complete"] = skipped == 0
-    doc["loadavg_end"] = common.cpu_info()["loadavg"]  # how busy the (possibly shared) machine was at the end
+    doc["loadavg_end"] = provenance.cpu_info()["loadavg"]  # how busy the (possibly shared) machine was at the end
     doc["elapsed_s"] = deadline.elapsed()
     if args.out:
         common.write_json(args.out, doc)

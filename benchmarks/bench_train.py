@@ -37,6 +37,7 @@ import time
 import warnings
 
 import common  # benchmarks/common.py (puts the repository root on sys.path)
+import provenance  # benchmarks/provenance.py
 import torch
 
 VARIANTS = ("reference", "ext", "reference-compiled", "ext-compiled")
@@ -299,7 +300,7 @@ def main(argv=None) -> int:
     common.apply_backend_flags(args.tf32, args.cudnn_benchmark)
     common.apply_threads(args.threads, device, args.quick)
     warnings.filterwarnings("ignore", message=".*Falling back to the pure-PyTorch reference.*")
-    prov = common.provenance(device)
+    prov = provenance.provenance(device)
     backend = prov.get("progan_ext", {}).get("backend_info", {})
     doc = {"schema": "progan_ext.bench_train/1", "provenance": prov,
            "config": {k: v for k, v in vars(args).items() if k != "out"}, "device_type": device.type,
@@ -360,7 +361,7 @@ def main(argv=None) -> int:
             common.write_json(args.out, doc)
     skipped = sum(r["status"].startswith("skipped") for r in rows)
     doc["complete"] = skipped == 0
-    doc["loadavg_end"] = common.cpu_info()["loadavg"]  # how busy the (possibly shared) machine was at the end
+    doc["loadavg_end"] = provenance.cpu_info()["loadavg"]  # how busy the (possibly shared) machine was at the end
     doc["elapsed_s"] = deadline.elapsed()
     if args.out:
         common.write_json(args.out, doc)

@@ -79,7 +79,7 @@ run_stage ops_c16_128 "$PY" benchmarks/bench_ops.py "${COMMON[@]}" --fmap-base 5
 run_stage train "$PY" benchmarks/bench_train.py "${COMMON[@]}" --precisions fp32,bf16 \
     --out "$OUTDIR/bench_train_cpu.json"
 
-"$PY" benchmarks/common.py provenance --stages "$STAGES" --out "$OUTDIR/provenance.json" \
+"$PY" benchmarks/provenance.py provenance --stages "$STAGES" --out "$OUTDIR/provenance.json" \
     --extra "suite_command=$SUITE_CMD" --extra "suite_started_utc=$STARTED_UTC" --extra "suite_quick=$QUICK" \
     || echo "== provenance.json could not be written"
 "$PY" benchmarks/summarize.py --print-run "$OUTDIR"

@@ -111,7 +111,7 @@ skip_stage() {  # name reason
 }
 
 write_provenance() {
-    timeout -k 5 60 "$PY" benchmarks/common.py provenance --stages "$STAGES" --out "$OUTDIR/provenance.json" \
+    timeout -k 5 60 "$PY" benchmarks/provenance.py provenance --stages "$STAGES" --out "$OUTDIR/provenance.json" \
         --extra "suite_command=$SUITE_CMD" --extra "suite_started_utc=$STARTED_UTC" \
         --extra "suite_budget_s=$BUDGET" --extra "suite_quick=$QUICK" > "$OUTDIR/provenance.log" 2>&1 \
         || echo "== provenance.json could not be written (see provenance.log)"

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 import common  # benchmarks/common.py
+import provenance  # benchmarks/provenance.py
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -80,7 +81,7 @@ def load_run(d: Path) -> dict:
     run = {"dir": d, "name": d.name, "provenance": None, "stages": [], "ops": [], "train": []}
     if (d / "provenance.json").exists():
         run["provenance"] = load_json(d / "provenance.json")
-    run["stages"] = common._read_stages(d / "stages.tsv")
+    run["stages"] = provenance.read_stages(d / "stages.tsv")
     for p in sorted(d.glob("bench_ops*.json")):
         doc = load_json(p)
         doc["_file"] = p.name
