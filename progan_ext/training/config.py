@@ -4,10 +4,10 @@ Presets (explicit flags always win):
 
 - ``demo`` (the default, what ``python -m progan_ext.train`` runs with no arguments): the embedded
   procedural dataset at 16x16, i.e. 4x4 -> 8x8 -> 16x16 with two fade-ins; 2k images per phase and
-  the last stable phase until 70k images, batch 64, lr 0.004, latent 128, channels capped at 16,
+  the last stable phase until 100k images, batch 64, lr 0.004, latent 128, channels capped at 16,
   generator EMA 0.99 per step (0.999 would average over more steps than the demo takes), no loader
-  processes for the in-memory data. About 3 CPU-minutes (docs/demo/result.json: 176 s user+sys on one
-  thread); its EMA generator reaches SWD x1e3 35.6 at 16x16 (2048 images). Tuned for images per CPU-second: a narrow
+  processes for the in-memory data. About 2.5 minutes on an idle 2-core machine (docs/demo/result.json);
+  its EMA generator reaches SWD x1e3 about 34 at 16x16 (2048 images). Tuned for images per CPU-second: a narrow
   network at a large batch and lr learns the dataset's shapes in ~1100 steps, where the first demo
   (3k images per phase, batch 16, lr 0.001, 32 channels) still drew coloured noise.
 - ``paper``: the official ProGAN configuration: 600k images per fade-in and per stable phase,
@@ -98,7 +98,7 @@ def _lookup(table: dict, resolution: int):
 
 
 PRESETS = {
-    "demo": dict(total_kimg=70.0),  # the dataclass defaults, with a long last stable phase
+    "demo": dict(total_kimg=100.0),  # the dataclass defaults, with a long last stable phase
     "paper": dict(
         resolution=None,  # from the data
         latent_size=512,
@@ -182,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--kimg-stable", type=_positive(float), default=S, help="kimg per stable phase (demo 2, paper 600)")
     g.add_argument("--kimg-fade", type=_positive(float), default=S, help="kimg per fade-in (demo 2, paper 600)")
     g.add_argument("--total-kimg", type=_positive(float), default=S,
-                   help="stop after this many kimg; the last stable phase lasts until then (demo 70 unless "
+                   help="stop after this many kimg; the last stable phase lasts until then (demo 100 unless "
                         "--resolution/--kimg-stable/--kimg-fade are given, paper 12000; else the last phase's end)")
     g.add_argument("--batch", type=lambda t: parse_per_resolution(t, int), default=S,
                    help="global minibatch, one value or per resolution '4:128,...,*:4' (demo 64)")
