@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=cli_name("train"),
         description="Progressive Growing GAN training (WGAN-GP) on the progan_ext fused ops. "
-        "With no arguments: a ~3 CPU-minute demo on the embedded procedural dataset (4x4 -> 16x16).",
+        "With no arguments: a ~2-minute demo (2 cores) on the embedded procedural dataset (4x4 -> 16x16).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     S = argparse.SUPPRESS  # unset flags keep the preset's value
