@@ -154,7 +154,9 @@ class BuildWithInfo(BuildExtension):
 def extension():
     sources = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc").glob("*.cpp"))
     sources += sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc" / "cpu").glob("*.cpp"))
-    cxx = ["-O0", "-g"] if DEBUG else ["-O3"]
+    # -fno-trapping-math: the CPU kernels never read floating-point exception flags; without it GCC
+    # may not compute both sides of a select (leaky ReLU) and leaves those loops scalar on AVX2.
+    cxx = ["-O0", "-g"] if DEBUG else ["-O3", "-fno-trapping-math"]
     args = {"cxx": cxx}
     macros = []
     if WITH_CUDA:

@@ -127,10 +127,14 @@ PROGAN_CPU_INLINE void store(double* p, double f) { *p = f; }
 // Leaky ReLU with slope `slope` >= 0 (1: identity) whose output keeps, in its sign, whether the
 // input was > 0: an input of exactly 0 gives -0, as on the CUDA kernels (device_utils.cuh). The
 // gradient is read off the output (leaky_positive), and a bfloat16 output that rounds a tiny
-// positive input to +0 still gets slope 1. A blend, not a branch: it vectorises.
+// positive input to +0 still gets slope 1. A blend, not a branch, provided the compiler may
+// evaluate both sides: with the default -ftrapping-math GCC if-converts this (and leaky_positive's
+// `||`) only where masked instructions exist (AVX-512) and leaves a scalar branch in the AVX2 and
+// baseline clones, 5-10x slower; setup.py and CMakeLists.txt build with -fno-trapping-math.
 template <typename A>
 PROGAN_CPU_INLINE A leaky(A v, A slope) {
-  return v > A(0) ? v : -std::abs(v * slope);
+  const A neg = -std::abs(v * slope);
+  return v > A(0) ? v : neg;
 }
 
 // Whether the leaky ReLU that wrote y had an input > 0: y > 0, or y is +0 (bits all zero).
