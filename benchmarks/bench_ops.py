@@ -430,6 +430,11 @@ def parse_args(argv=None):
                    help="timed calls per contender, in ms of run time (100; CPU: 300); clamped by --min-reps/--max-reps")
     p.add_argument("--min-reps", type=common.positive_int, default=None, help="(10; CPU: 25; --quick: 3)")
     p.add_argument("--max-reps", type=common.positive_int, default=None, help="(200; --quick: 10)")
+    p.add_argument("--row-ms", type=common.positive_float, default=None,
+                   help="cap on a row's timed rounds in ms, at least 5 rounds (CPU: 5000; else none)")
+    p.add_argument("--slow-ms", type=common.positive_float, default=None,
+                   help="a call slower than this is timed on one input set without estimate and warm-up "
+                        "rounds (CPU: 250; else none)")
     p.add_argument("--compile-mode", default="default", choices=("default", "max-autotune", "max-autotune-no-cudagraphs"),
                    help="torch.compile mode of the compile contender")
     p.add_argument("--compile-min-s", type=float, default=15.0,
@@ -457,6 +462,8 @@ def parse_args(argv=None):
     args.rep_ms = args.rep_ms or (5.0 if q else 300.0 if cpu else 100.0)
     args.min_reps = args.min_reps or (3 if q else 25 if cpu else 10)
     args.max_reps = args.max_reps or (10 if q else 200)
+    args.row_ms = args.row_ms or (5000.0 if cpu else None)
+    args.slow_ms = args.slow_ms or (250.0 if cpu else None)
     if args.min_reps > args.max_reps:
         p.error(f"--min-reps {args.min_reps} is larger than --max-reps {args.max_reps}")
     return args
@@ -525,7 +532,8 @@ def main(argv=None) -> int:
     table.header()
     nf = lambda r: common.nf(r, args.fmap_base, args.fmap_max)  # noqa: E731
     timer = common.Timer(device, warmup_ms=args.warmup_ms, rep_ms=args.rep_ms,
-                         min_reps=args.min_reps, max_reps=args.max_reps)
+                         min_reps=args.min_reps, max_reps=args.max_reps, row_ms=args.row_ms,
+                         slow_ms=args.slow_ms)
     for row in rows:
         if deadline.expired():
             row["status"] = "skipped: time budget"

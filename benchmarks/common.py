@@ -314,14 +314,27 @@ class Timer:
     shapes), as a user would see it. CPU: ``time.perf_counter`` around every call.
     Warm-up and repeat counts adapt to the call's duration: about ``warmup_ms`` of warm-up, then about
     ``rep_ms`` of timed calls, clamped to [min_reps, max_reps]. ``fixed`` = (warmup, reps) overrides that.
+
+    Slow rows (CPU bf16 convolutions in eager PyTorch take seconds per call): ``row_ms`` caps the timed
+    part of a row at that many milliseconds, never below ``floor_reps`` repeats; and once a contender's
+    call takes more than ``slow_ms``, ``compare`` times it on one input set without the separate
+    estimate and warm-up rounds (a call that long neither fits in a cache nor needs warming).
     """
 
     def __init__(self, device: torch.device, *, warmup_ms: float = 25.0, rep_ms: float = 100.0,
-                 min_reps: int = 10, max_reps: int = 200, fixed: tuple[int, int] | None = None):
+                 min_reps: int = 10, max_reps: int = 200, fixed: tuple[int, int] | None = None,
+                 row_ms: float | None = None, floor_reps: int = 5, slow_ms: float | None = None):
         self.device = device
         self.warmup_ms, self.rep_ms = warmup_ms, rep_ms
         self.min_reps, self.max_reps = min_reps, max_reps
         self.fixed = fixed
+        self.row_ms, self.floor_reps, self.slow_ms = row_ms, floor_reps, slow_ms
+
+    def _n_rep(self, per_call_ms: float) -> int:
+        n = min(self.max_reps, max(self.min_reps, int(self.rep_ms / per_call_ms)))
+        if self.row_ms is not None and n * per_call_ms > self.row_ms:
+            n = max(min(self.floor_reps, n), int(self.row_ms / per_call_ms))
+        return n
 
     def _clock(self):
         """(start, stop, elapsed_ms) callables for one timed interval."""
@@ -364,7 +377,7 @@ class Timer:
             sync(self.device)
             est = max(elapsed(s, e) / n_est, 1e-4)
             run(min(1000, max(1, int(self.warmup_ms / est))))
-            n_rep = min(self.max_reps, max(self.min_reps, int(self.rep_ms / est)))
+            n_rep = self._n_rep(est)
         marks = []
         for _ in range(n_rep):
             s = start()
@@ -394,9 +407,20 @@ class Timer:
                 for name in names:
                     call(name)
             return self._rounds(names, call, n_rep, n_sets)
+        once = {}
+        for name in names:  # one call each on set 0, timed: does this row need the slow-row treatment?
+            sync(self.device)
+            s = start()
+            call(name)
+            e = stop(s)
+            sync(self.device)
+            once[name] = max(elapsed(s, e), 1e-4)
+        if self.slow_ms is not None and max(once.values()) > self.slow_ms:
+            n_sets = 1  # ``call`` reads it: from here on every call uses set 0
+            return self._rounds(names, call, self._n_rep(sum(once.values())), n_sets)
         est = {}
         for name in names:
-            for _ in range(n_sets):  # first touch of every set
+            for _ in range(n_sets - 1):  # first touch of every other set
                 call(name)
             sync(self.device)
             s = start()
@@ -409,8 +433,7 @@ class Timer:
         for _ in range(min(1000, max(1, int(self.warmup_ms / per_round)))):
             for name in names:
                 call(name)
-        n_rep = min(self.max_reps, max(self.min_reps, int(self.rep_ms / per_round)))
-        return self._rounds(names, call, n_rep, n_sets)
+        return self._rounds(names, call, self._n_rep(per_round), n_sets)
 
     def _rounds(self, names, call, n_rep: int, n_sets: int) -> dict:
         start, stop, elapsed = self._clock()

@@ -88,6 +88,48 @@ def test_bench_ops_minimal_counts():
     assert [common.nf(r) for r in common.RESOLUTIONS] == [512, 512, 512, 512, 256, 128, 64, 32, 16]
 
 
+def _bench_common():
+    sys.path.insert(0, str(BENCH))
+    try:
+        import common  # noqa: PLC0415
+    finally:
+        sys.path.remove(str(BENCH))
+    return common
+
+
+def test_timer_caps_slow_rows():
+    """Slow rows: one input set, no estimate/warm-up rounds, timed rounds capped by row_ms (>= floor_reps).
+    The counts are what is checked, not the times (the steps only need to be clearly slow or fast)."""
+    import time  # noqa: PLC0415
+
+    import torch  # noqa: PLC0415
+
+    common = _bench_common()
+    seen = {"slow": [], "fast": []}
+
+    def step(name, ms):
+        def f(k):
+            seen[name].append(k)
+            time.sleep(ms / 1e3)
+        return f
+
+    timer = common.Timer(torch.device("cpu"), warmup_ms=1, rep_ms=1000, min_reps=25, max_reps=200,
+                         row_ms=150, floor_reps=5, slow_ms=20)
+    out = timer.compare({"slow": step("slow", 40), "fast": step("fast", 1)}, n_sets=4)
+    assert out["slow"]["reps"] == out["fast"]["reps"] == 5  # 150 ms / 41 ms < 5 -> the floor
+    assert out["slow"]["sets"] == 1 and set(seen["slow"]) == {0} and set(seen["fast"]) == {0}
+    assert len(seen["slow"]) == 1 + 5  # the probing call, then the timed rounds only
+
+    seen = {"slow": [], "fast": []}
+    timer = common.Timer(torch.device("cpu"), warmup_ms=1, rep_ms=1, min_reps=25, max_reps=200,
+                         row_ms=150, floor_reps=5, slow_ms=None)
+    out = timer.compare({"slow": step("slow", 10), "fast": step("fast", 1)}, n_sets=4)
+    assert out["slow"]["sets"] == 4 and set(seen["slow"]) == {0, 1, 2, 3}
+    assert 5 < out["slow"]["reps"] < 25  # 25 rounds of 11 ms > 150 ms: capped below min_reps
+    uncapped = common.Timer(torch.device("cpu"), rep_ms=1, min_reps=7, max_reps=200)
+    assert uncapped.compare({"a": step("fast", 1)})["a"]["reps"] == 7
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--ops", "nope"], "unknown op 'nope'"),
     (["--res", "100"], "not a ProGAN resolution"),
