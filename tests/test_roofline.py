@@ -79,6 +79,18 @@ def test_fused_never_moves_or_computes_more_than_eager(mode):
         assert r.total("fused", mode, "flops") <= r.total("eager", mode, "flops"), (r.layer, r.res)
 
 
+def test_todays_backward_is_never_below_the_fused_bound():
+    for r in ROWS:
+        assert r.today["fwd"] == r.fused["fwd"]
+        for dt in roofline.DTYPES:
+            assert r.seconds("today", "fwdbwd", dt) >= r.seconds("fused", "fwdbwd", dt), (r.layer, r.res)
+    up = find("G", 1024, "upsample_conv2d")
+    assert [k.name for k in up.today["fwdbwd"]] == [
+        "fused conv + epilogue", "recompute a (fused op, no pn)", "pixel_norm_backward(g, a)", "bias_act_backward",
+        "bias grad (sum)", "weight flip (adjoint kernel)", "grad input (conv2d_resample)",
+        "grad weight (conv2d_resample_grad_weight)"]
+
+
 def test_resampling_convs_do_2_25x_fewer_macs():
     rows = [r for r in ROWS if r.op in ("upsample_conv2d", "conv2d_downsample")]
     assert len(rows) == 16
@@ -104,7 +116,8 @@ def test_every_layer_of_the_official_networks():
             assert [(r.op, r.cin, r.cout) for r in g] == [
                 ("upsample_conv2d", nf(res // 2), nf(res)), ("eq_conv2d", nf(res), nf(res)), ("eq_conv2d", nf(res), 3)]
             assert [(r.op, r.cin, r.cout) for r in d] == [
-                ("eq_conv2d", 3, nf(res)), ("eq_conv2d", nf(res), nf(res)), ("conv2d_downsample", nf(res), nf(res // 2))]
+                ("eq_conv2d", 3, nf(res)), ("eq_conv2d", nf(res), nf(res)),
+                ("conv2d_downsample", nf(res), nf(res // 2))]
 
 
 BENCH_VARIANT = {("G", "upsample_conv2d"): "upsample_conv2d", ("G", "eq_conv2d 3x3"): "eq_conv2d_k3",
