@@ -122,22 +122,25 @@ FAMILIES = [
     Family("igemm (tensor cores)", r"\b(conv_igemm_kernel|grad_weight_igemm_kernel)<", 256, 25.0, True,
            "implicit-GEMM tiles (WMMA, cp.async, 2 stages): latency is hidden inside the block by the "
            "double buffer and by 4 independent MMAs per warp per fragment load, not by many warps. "
-           "2 blocks/SM (25%) lets one block's barrier/epilogue overlap the other's MMAs; they "
-           "achieve 2 today (register-limited). Below 2 a barrier idles the SM's tensor cores."),
+           "2 blocks/SM (25%) lets one block's barriers and epilogue overlap the other's MMAs; below 2 "
+           "every barrier idles the SM's tensor cores. Today (register-limited): conv 2 blocks (bf16, "
+           "TF32; TF32 Up at exactly 128 registers) or 3 (fp16), weight gradient 4."),
     Family("elementwise (memory-bound)",
            r"\b(bias_act_kernel|lrelu_grad_kernel|pixel_norm_planes_kernel|stddev_fill_kernel)<", 256, 50.0,
            False,
-           "one 16-byte access per thread in flight: Little's law for HBM3 (3.35 TB/s x ~0.7 us "
-           "latency / 132 SMs = ~18 KB in flight per SM) needs ~1100 threads/SM, i.e. >= 50% "
-           "occupancy to keep the memory system busy."),
+           "one or two 16-byte loads per thread in flight: Little's law for H100 HBM3 (3.35 TB/s x "
+           "~0.7 us loaded latency, assumed / 132 SMs = ~18 KB in flight per SM) needs 560-1100 "
+           "threads per SM, so >= 50% occupancy (1024 threads) keeps the memory system busy."),
     Family("reductions (memory-bound)",
            r"\b(pixel_norm_rows_kernel|stddev_partial_kernel|stddev_finish_kernel|stddev_grad_stat_kernel|"
            r"stddev_grad_kernel|grad_weight_finish_kernel)<", 256, 50.0, False,
            "stream their input once like the elementwise kernels (same Little's-law argument, 50%); "
            "the block reductions add barriers, which more resident blocks also cover."),
-    Family("simple conv (fallback)", r"\b(conv_simple_kernel|grad_weight_partial_kernel)<", 256, 50.0, False,
-           "one thread per output (or weight) element, loads through L1/L2 with little reuse: "
-           "latency-bound like the memory-bound kernels, so the same 50% floor."),
+    Family("simple conv (fallback)", r"\b(conv_simple_kernel|grad_weight_partial_kernel)<", 256, 37.5, False,
+           "the untuned fallback (float64, float32 without TF32, unaligned shapes): a loop of dependent "
+           "FMAs over Cin x taps on L1/L2-resident data (weights broadcast across the warp). 3 blocks "
+           "(6 warps per scheduler) cover that L1 latency; float64 needs 68 registers for it today "
+           "(register pairs), which allows exactly 3. The floor catches a register blow-up, not speed."),
 ]
 
 # Tensor-core instantiations that must exist in every sm_80+ cubin set: (kernel, T, mode). The TF32
@@ -397,8 +400,13 @@ def find_cuobjdump() -> str | None:
 
 
 def default_module() -> str:
-    """The progan_ext._C that `import progan_ext` loads, if it was built with CUDA."""
-    import progan_ext
+    """The progan_ext._C that `import progan_ext` loads (installed, or this checkout's in-place
+    build), if it was built with CUDA."""
+    try:
+        import progan_ext
+    except ImportError:
+        sys.path.insert(0, str(ROOT))
+        import progan_ext
     ext = progan_ext._ext
     if not ext.available:
         raise SystemExit(f"check_device_code: progan_ext._C did not load ({ext.error}); pass --module")
@@ -435,6 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--doc", help="write the markdown table here (e.g. docs/device_code.md)")
     ap.add_argument("--require-arch", type=int, action="append",
                     help="an arch (90, 80) that must be in the binary; repeatable (default: 90)")
+    ap.add_argument("--note", action="append", default=[], help="a line for the report's header (repeatable)")
     ap.add_argument("--cuobjdump", help="the cuobjdump binary (default: $CUOBJDUMP, PATH, pip's nvidia/*/bin)")
     args = ap.parse_args(argv)
     modules = args.module or [default_module()]
@@ -461,8 +470,12 @@ def main(argv: list[str] | None = None) -> int:
     rows, violations = check(kernels, tuple(args.require_arch or (90,)))
     module = modules[0]
     info = build_info(module)
-    command = "python tools/check_device_code.py " + " ".join(
-        a if not a.startswith("/") else Path(a).name for a in (argv if argv is not None else sys.argv[1:]))
+    shown, skip = [], False
+    for a in (argv if argv is not None else sys.argv[1:]):
+        if not skip and a != "--note":
+            shown.append(Path(a).name if a.startswith("/") else a)
+        skip = a == "--note"
+    command = "python tools/check_device_code.py " + " ".join(shown)
     meta = {
         "command": f"`{command.strip()}`",
         "module": f"`{', '.join(Path(m).name for m in modules)}`, built with TORCH_CUDA_ARCH_LIST={info.get('arch_list', '?')}, "
@@ -472,6 +485,7 @@ def main(argv: list[str] | None = None) -> int:
         "cuobjdump": _version([tool, "--version"]),
         "archs checked": ", ".join(sorted({f"sm_{r.kernel.arch}" for r in rows})) or "none",
     }
+    meta.update((f"note {i + 1}", n) for i, n in enumerate(args.note))
     if args.doc:
         Path(args.doc).write_text(render(rows, violations, meta))
     worst = min((r for r in rows if r.occ), key=lambda r: r.occ.percent, default=None)
