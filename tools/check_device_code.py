@@ -332,7 +332,8 @@ def render(rows: list[Row], violations: list[str], meta: dict) -> str:
             "- No local memory: a stack frame, LOCAL bytes or any `LDL`/`STL` instruction fails (spills "
             "and local arrays both become memory traffic; ptxas's spill stores are `STL`).",
             "- Tensor-core families must contain `HMMA`/`HGMMA` (WMMA compiles to `HMMA` on sm_80/sm_90; "
-            "TF32 WMMA to `HMMA.1684.F32.TF32`).",
+            "TF32 WMMA to `HMMA.1684.F32.TF32`). Counts are static: instructions in the kernel's code (its unrolled "
+            "main-loop body), not executed instructions.",
             "- Occupancy on an H100 (sm_90), with the block size of the launch code and the rules of "
             "`cuda_occupancy.h`: registers allocated per warp in units of 256 from 4 sub-partitions of "
             "16384, 2048 threads, 32 blocks and 228 KiB shared memory per SM, shared memory allocated "
