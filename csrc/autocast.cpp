@@ -11,6 +11,8 @@
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/library.h>
 
+#include <tuple>
+
 // The op namespace these rules are for: progan_ext, or progan_ext_emu in the emulated module.
 #if defined(PROGAN_EXT_EMULATION)
 #define PROGAN_OPS_NS progan_ext_emu
@@ -55,6 +57,21 @@ struct Autocast {
                                   double, bool)>(PROGAN_OP("upsample_conv2d"));
     return h.call(cast(x), cast(w), cast(b), gain, act, alpha, pn);
   }
+  using PnSig = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, const OptTensor&, double,
+                                                   c10::string_view, double);
+  static std::tuple<at::Tensor, at::Tensor> eq_conv2d_pn(const at::Tensor& x, const at::Tensor& w, const OptTensor& b,
+                                                         double gain, c10::string_view act, double alpha) {
+    Guard g;
+    static auto h = op<PnSig>(PROGAN_OP("eq_conv2d_pn"));
+    return h.call(cast(x), cast(w), cast(b), gain, act, alpha);
+  }
+  static std::tuple<at::Tensor, at::Tensor> upsample_conv2d_pn(const at::Tensor& x, const at::Tensor& w,
+                                                               const OptTensor& b, double gain, c10::string_view act,
+                                                               double alpha) {
+    Guard g;
+    static auto h = op<PnSig>(PROGAN_OP("upsample_conv2d_pn"));
+    return h.call(cast(x), cast(w), cast(b), gain, act, alpha);
+  }
   static at::Tensor conv2d_downsample(const at::Tensor& x, const at::Tensor& w, const OptTensor& b, double gain,
                                       c10::string_view act, double alpha) {
     Guard g;
@@ -79,6 +96,8 @@ struct Autocast {
   static void register_all(torch::Library& m) {
     m.impl("eq_conv2d", &eq_conv2d);
     m.impl("upsample_conv2d", &upsample_conv2d);
+    m.impl("eq_conv2d_pn", &eq_conv2d_pn);
+    m.impl("upsample_conv2d_pn", &upsample_conv2d_pn);
     m.impl("conv2d_downsample", &conv2d_downsample);
     m.impl("conv2d_resample", &conv2d_resample);
     m.impl("conv2d_resample_grad_weight", &conv2d_resample_grad_weight);

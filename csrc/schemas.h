@@ -39,6 +39,12 @@ inline void define_schemas(torch::Library& m) {
   m.def("eq_conv2d(Tensor x, Tensor weight, Tensor? bias, float gain, str act, float alpha, bool pixel_norm) -> Tensor");
   m.def("upsample_conv2d(Tensor x, Tensor weight, Tensor? bias, float gain, str act, float alpha, bool pixel_norm) -> Tensor");
   m.def("conv2d_downsample(Tensor x, Tensor weight, Tensor? bias, float gain, str act, float alpha) -> Tensor");
+  // The pixel-normed forms with the per-pixel inverse norm r = rsqrt(mean_c(a^2) + 1e-8) of the
+  // pre-norm activation a as a second output, [N, 1, H, W] in float32 (float64 for float64 x):
+  // y = a * r. progan_ext.ops calls these when pixel_norm=True, so that backward needs only y and r
+  // (a = y / r) instead of running the convolution a second time.
+  m.def("eq_conv2d_pn(Tensor x, Tensor weight, Tensor? bias, float gain, str act, float alpha) -> (Tensor, Tensor)");
+  m.def("upsample_conv2d_pn(Tensor x, Tensor weight, Tensor? bias, float gain, str act, float alpha) -> (Tensor, Tensor)");
   // Linear building blocks of the backward passes (each one's derivatives are expressed with the
   // two of them, so every order of derivative stays on compiled kernels). mode is
   //   "same": conv2d(x, w*scale, padding=k//2)

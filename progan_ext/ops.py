@@ -37,6 +37,9 @@ __all__ = [
 ]
 
 OPS = ("pixel_norm", "minibatch_stddev", "bias_act", "eq_conv2d", "upsample_conv2d", "conv2d_downsample")
+# Internal forms the public functions prefer when a namespace has them: the pixel-normed convs that
+# also return the per-pixel inverse norm, so that their backward needs no second convolution.
+_PN_FORMS = ("eq_conv2d_pn", "upsample_conv2d_pn")
 
 if _ext.available:
     from . import opdefs  # noqa: F401  (registers fake kernels, autograd and autocast rules)
@@ -65,7 +68,7 @@ def _kernels_in(namespace: str, device_type: str) -> dict:
     ns = getattr(torch.ops, namespace)
     return {
         op: getattr(ns, op)
-        for op in OPS
+        for op in OPS + _PN_FORMS
         if hasattr(ns, op) and torch._C._dispatch_has_kernel_for_dispatch_key(f"{namespace}::{op}", key)
     }
 
@@ -127,6 +130,11 @@ def _kernel(op: str, x: torch.Tensor):
     if kernel is None and namespace is not None and _ext.available:
         _warn_no_kernel(op, x.device.type)
     return kernel
+
+
+def _pn_form(op: str, x: torch.Tensor):
+    """The (y, inverse norm) form of a pixel-normed conv op serving ``x``'s device, or None."""
+    return KERNELS.get(x.device.type, (NAMESPACE, {}))[1].get(op + "_pn")
 
 
 def _has_kernel(op: str, device_type: str) -> bool:
@@ -248,6 +256,9 @@ def eq_conv2d(
     ref.check_conv(x, weight, bias, gain, act, alpha)
     kernel = _kernel("eq_conv2d", x)
     if kernel is not None:
+        pn_form = _pn_form("eq_conv2d", x) if pixel_norm else None
+        if pn_form is not None:
+            return pn_form(x, weight, bias, float(gain), act, float(alpha))[0]
         return kernel(x, weight, bias, float(gain), act, float(alpha), bool(pixel_norm))
     return ref.eq_conv2d(x, weight, bias, gain=gain, act=act, alpha=alpha, pixel_norm=pixel_norm)
 
@@ -274,9 +285,10 @@ def upsample_conv2d(
     ref.check_conv(x, weight, bias, gain, act, alpha, kernel_sizes=(3,), op="upsample_conv2d")
     kernel = _kernel("upsample_conv2d", x)
     if kernel is not None:
-        return kernel(
-            x, weight, bias, float(gain), act, float(alpha), bool(pixel_norm)
-        )
+        pn_form = _pn_form("upsample_conv2d", x) if pixel_norm else None
+        if pn_form is not None:
+            return pn_form(x, weight, bias, float(gain), act, float(alpha))[0]
+        return kernel(x, weight, bias, float(gain), act, float(alpha), bool(pixel_norm))
     return ref.upsample_conv2d(x, weight, bias, gain=gain, act=act, alpha=alpha, pixel_norm=pixel_norm)
 
 

@@ -44,7 +44,8 @@ def progan_ops_in(graphs, namespace="progan_ext") -> set:
             if name is None and isinstance(target, torch._ops.OpOverload):
                 name = target.name()
             if node.op == "call_function" and name and name.startswith(namespace + "::"):
-                found.add(name.split("::", 1)[1])
+                op = name.split("::", 1)[1]
+                found.add(op[: -len("_pn")] if op.endswith("_pn") else op)  # the pixel-normed form of an op
     return found
 
 

@@ -49,9 +49,11 @@ PROGAN_CPU_MULTIVERSION void act_run(const Z* z, Y* y, int64_t n, epi_t<Z> slope
   for (int64_t i = 0; i < n; ++i) store(y + i, static_cast<acc_t<Y>>(act(static_cast<epi_t<Z>>(load(z + i)), slope)));
 }
 
-// Pixels [p0, p1) of channels_last z and y (C adjacent channels each), with pixel norm.
+// Pixels [p0, p1) of channels_last z and y (C adjacent channels each), with pixel norm; the
+// inverse norm of pixel p goes to rn[p] when rn is given (so for every walk below).
 template <typename Z, typename Y>
-PROGAN_CPU_MULTIVERSION void pixel_norm_cl(const Z* z, Y* y, int64_t C, int64_t p0, int64_t p1, epi_t<Z> slope) {
+PROGAN_CPU_MULTIVERSION void pixel_norm_cl(const Z* z, Y* y, epi_t<Z>* rn, int64_t C, int64_t p0, int64_t p1,
+                                           epi_t<Z> slope) {
   using A = epi_t<Z>;
   for (int64_t p = p0; p < p1; ++p) {
     const Z* zp = z + p * C;
@@ -70,6 +72,7 @@ PROGAN_CPU_MULTIVERSION void pixel_norm_cl(const Z* z, Y* y, int64_t C, int64_t 
     }
     for (int64_t l = 0; l < cpu::kLanes; ++l) ss += part[l];
     const A r = inv_norm(ss, C);
+    if (rn != nullptr) rn[p] = r;
     PROGAN_CPU_IVDEP
     for (c = 0; c < C; ++c) store(yp + c, static_cast<acc_t<Y>>(act(static_cast<A>(load(zp + c)), slope) * r));
   }
@@ -77,7 +80,8 @@ PROGAN_CPU_MULTIVERSION void pixel_norm_cl(const Z* z, Y* y, int64_t C, int64_t 
 
 // One block of `len` <= kBlock adjacent pixels of NCHW z and y (channel c of pixel i at c*S + i).
 template <typename Z, typename Y>
-PROGAN_CPU_MULTIVERSION void pixel_norm_nchw(const Z* z, Y* y, int64_t C, int64_t S, int64_t len, epi_t<Z> slope) {
+PROGAN_CPU_MULTIVERSION void pixel_norm_nchw(const Z* z, Y* y, epi_t<Z>* rn, int64_t C, int64_t S, int64_t len,
+                                             epi_t<Z> slope) {
   using A = epi_t<Z>;
   A r[kBlock] = {};
   for (int64_t c = 0; c < C; ++c)
@@ -86,6 +90,8 @@ PROGAN_CPU_MULTIVERSION void pixel_norm_nchw(const Z* z, Y* y, int64_t C, int64_
       r[i] += v * v;
     }
   for (int64_t i = 0; i < len; ++i) r[i] = inv_norm(r[i], C);
+  if (rn != nullptr)
+    for (int64_t i = 0; i < len; ++i) rn[i] = r[i];
   for (int64_t c = 0; c < C; ++c) {
     PROGAN_CPU_IVDEP
     for (int64_t i = 0; i < len; ++i)
@@ -96,8 +102,9 @@ PROGAN_CPU_MULTIVERSION void pixel_norm_nchw(const Z* z, Y* y, int64_t C, int64_
 // One block of `len` <= kCLBlock pixels: channels_last z (pixel i at z + i*C) to NCHW y (channel c
 // of pixel i at y[c*S + i]); buf holds C * kCLBlock values.
 template <typename Z, typename Y>
-PROGAN_CPU_MULTIVERSION void transpose_block(const Z* __restrict z, Y* __restrict y, epi_t<Z>* __restrict buf, int64_t C,
-                                             int64_t S, int64_t len, epi_t<Z> slope, bool pixel_norm) {
+PROGAN_CPU_MULTIVERSION void transpose_block(const Z* __restrict z, Y* __restrict y, epi_t<Z>* __restrict buf,
+                                             epi_t<Z>* __restrict rn, int64_t C, int64_t S, int64_t len,
+                                             epi_t<Z> slope, bool pixel_norm) {
   using A = epi_t<Z>;
   int64_t c0 = 0;
   if (len == kCLBlock) {  // whole tiles: fixed trip counts and buffer strides, transposed in registers
@@ -118,6 +125,8 @@ PROGAN_CPU_MULTIVERSION void transpose_block(const Z* __restrict z, Y* __restric
     for (int64_t c = 0; c < C; ++c)
       for (int64_t i = 0; i < kCLBlock; ++i) r[i] += buf[c * kCLBlock + i] * buf[c * kCLBlock + i];
     for (int64_t i = 0; i < kCLBlock; ++i) r[i] = inv_norm(r[i], C);
+    if (rn != nullptr)
+      for (int64_t i = 0; i < len; ++i) rn[i] = r[i];
   } else {
     for (int64_t i = 0; i < kCLBlock; ++i) r[i] = A(1);
   }
@@ -139,11 +148,12 @@ void for_pixel_blocks(int64_t N, int64_t S, int64_t block, int64_t work_per_pixe
 }
 
 template <typename Z, typename Y>
-void epilogue_kernel(const at::Tensor& z, at::Tensor& y, bool z_cl, bool y_cl, Act act_kind, double alpha,
-                     bool pixel_norm) {
+void epilogue_kernel(const at::Tensor& z, at::Tensor& y, at::Tensor* inv_norm, bool z_cl, bool y_cl, Act act_kind,
+                     double alpha, bool pixel_norm) {
   using A = epi_t<Z>;
   const Z* zp = z.const_data_ptr<Z>();
   Y* yp = y.mutable_data_ptr<Y>();
+  A* rn = inv_norm != nullptr ? inv_norm->mutable_data_ptr<A>() : nullptr;
   const A slope = act_kind == Act::LRelu ? static_cast<A>(alpha) : A(1);
   const int64_t N = z.size(0), C = z.size(1), S = z.size(2) * z.size(3), numel = z.numel();
   if (z_cl == y_cl && !pixel_norm) {
@@ -154,17 +164,19 @@ void epilogue_kernel(const at::Tensor& z, at::Tensor& y, bool z_cl, bool y_cl, A
     });
   } else if (z_cl && y_cl) {
     cpu::parallel_for(0, N * S, cpu::grain_for(2 * C),
-                      [&](int64_t p0, int64_t p1) { pixel_norm_cl<Z, Y>(zp, yp, C, p0, p1, slope); });
+                      [&](int64_t p0, int64_t p1) { pixel_norm_cl<Z, Y>(zp, yp, rn, C, p0, p1, slope); });
   } else if (!z_cl) {
     TORCH_INTERNAL_ASSERT(!y_cl, "conv_epilogue: NCHW z with channels_last y");
     for_pixel_blocks(N, S, kBlock, 2 * C, [&](int64_t n, int64_t s0, int64_t len) {
-      pixel_norm_nchw<Z, Y>(zp + n * C * S + s0, yp + n * C * S + s0, C, S, len, slope);
+      pixel_norm_nchw<Z, Y>(zp + n * C * S + s0, yp + n * C * S + s0, rn ? rn + n * S + s0 : nullptr, C, S, len,
+                            slope);
     });
   } else {
     for_pixel_blocks(N, S, kCLBlock, 2 * C, [&](int64_t n, int64_t s0, int64_t len) {
       thread_local std::vector<A> buf;
       buf.resize(C * kCLBlock);
-      transpose_block<Z, Y>(zp + (n * S + s0) * C, yp + n * C * S + s0, buf.data(), C, S, len, slope, pixel_norm);
+      transpose_block<Z, Y>(zp + (n * S + s0) * C, yp + n * C * S + s0, buf.data(), rn ? rn + n * S + s0 : nullptr, C,
+                            S, len, slope, pixel_norm);
     });
   }
 }
@@ -172,19 +184,24 @@ void epilogue_kernel(const at::Tensor& z, at::Tensor& y, bool z_cl, bool y_cl, A
 }  // namespace
 
 at::Tensor conv_epilogue(const at::Tensor& z, Act act, double alpha, bool pixel_norm, at::MemoryFormat fmt,
-                         at::ScalarType out_dtype) {
+                         at::ScalarType out_dtype, at::Tensor* inv_norm) {
   // A tensor contiguous in both formats (C == 1 or H*W == 1) is read as y's format.
   const bool y_cl = fmt == at::MemoryFormat::ChannelsLast;
   const bool z_cl = z.is_contiguous(at::MemoryFormat::ChannelsLast) && (y_cl || !z.is_contiguous());
   TORCH_INTERNAL_ASSERT(z.dim() == 4 && (z_cl || z.is_contiguous()));
   const bool same = z_cl == y_cl && z.scalar_type() == out_dtype;
+  if (inv_norm != nullptr) {
+    TORCH_INTERNAL_ASSERT(pixel_norm, "conv_epilogue: inverse norms asked for without pixel norm");
+    const auto r_dtype = z.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+    *inv_norm = at::empty({z.size(0), 1, z.size(2), z.size(3)}, z.options().dtype(r_dtype));
+  }
   if (same && act == Act::Linear && !pixel_norm) return z;
   at::Tensor y = same ? z : at::empty(z.sizes(), z.options().dtype(out_dtype).memory_format(fmt));
   if (y.numel() == 0) return y;
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, z.scalar_type(), "conv_epilogue", [&] {
     using Z = scalar_t;
     PROGAN_DISPATCH_FLOATING_TYPES(out_dtype, "conv_epilogue_out", [&] {
-      epilogue_kernel<Z, scalar_t>(z, y, z_cl, y_cl, act, alpha, pixel_norm);
+      epilogue_kernel<Z, scalar_t>(z, y, inv_norm, z_cl, y_cl, act, alpha, pixel_norm);
     });
   });
   return y;

@@ -3,6 +3,8 @@
 
 #include <torch/library.h>
 
+#include <tuple>
+
 #include "conv_epilogue.h"
 #include "conv_resample.h"
 
@@ -16,8 +18,22 @@ at::Tensor eq_conv2d_cpu(const at::Tensor& x, const at::Tensor& weight, const c1
   return conv_epilogue(z, parse_act(act), alpha, pixel_norm, layout_of(x), x.scalar_type());
 }
 
+// The pixel-normed form: (y, r), r = the per-pixel inverse norms written by the same pass.
+std::tuple<at::Tensor, at::Tensor> eq_conv2d_pn_cpu(const at::Tensor& x, const at::Tensor& weight,
+                                                    const c10::optional<at::Tensor>& bias, double gain,
+                                                    c10::string_view act, double alpha) {
+  check_conv_args(x, weight, bias, gain, act, alpha, Resample::Same, "eq_conv2d_pn");
+  const at::Tensor z = conv_resample_compute(x, weight, bias, eq_scale(weight, gain), Resample::Same);
+  at::Tensor r;
+  at::Tensor y = conv_epilogue(z, parse_act(act), alpha, true, layout_of(x), x.scalar_type(), &r);
+  return {std::move(y), std::move(r)};
+}
+
 }  // namespace
 
-TORCH_LIBRARY_IMPL(progan_ext, CPU, m) { m.impl("eq_conv2d", &eq_conv2d_cpu); }
+TORCH_LIBRARY_IMPL(progan_ext, CPU, m) {
+  m.impl("eq_conv2d", &eq_conv2d_cpu);
+  m.impl("eq_conv2d_pn", &eq_conv2d_pn_cpu);
+}
 
 }  // namespace progan_ext

@@ -4,6 +4,8 @@
 
 #include <torch/library.h>
 
+#include <tuple>
+
 #include "conv_epilogue.h"
 #include "conv_resample.h"
 
@@ -17,8 +19,22 @@ at::Tensor upsample_conv2d_cpu(const at::Tensor& x, const at::Tensor& weight, co
   return conv_epilogue(z, parse_act(act), alpha, pixel_norm, layout_of(x), x.scalar_type());
 }
 
+// The pixel-normed form: (y, r), r = the per-pixel inverse norms written by the same pass.
+std::tuple<at::Tensor, at::Tensor> upsample_conv2d_pn_cpu(const at::Tensor& x, const at::Tensor& weight,
+                                                    const c10::optional<at::Tensor>& bias, double gain,
+                                                    c10::string_view act, double alpha) {
+  check_conv_args(x, weight, bias, gain, act, alpha, Resample::Up, "upsample_conv2d_pn");
+  const at::Tensor z = conv_resample_compute(x, weight, bias, eq_scale(weight, gain), Resample::Up);
+  at::Tensor r;
+  at::Tensor y = conv_epilogue(z, parse_act(act), alpha, true, layout_of(x), x.scalar_type(), &r);
+  return {std::move(y), std::move(r)};
+}
+
 }  // namespace
 
-TORCH_LIBRARY_IMPL(progan_ext, CPU, m) { m.impl("upsample_conv2d", &upsample_conv2d_cpu); }
+TORCH_LIBRARY_IMPL(progan_ext, CPU, m) {
+  m.impl("upsample_conv2d", &upsample_conv2d_cpu);
+  m.impl("upsample_conv2d_pn", &upsample_conv2d_pn_cpu);
+}
 
 }  // namespace progan_ext

@@ -9,7 +9,7 @@ namespace cuda {
 
 at::Tensor conv_forward_down(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, double scale,
                              bool lrelu, double alpha, bool pixel_norm) {
-  return conv_forward_impl<ConvMode::Down>(x, w, bias, scale, lrelu, alpha, pixel_norm);
+  return conv_forward_impl<ConvMode::Down>(x, w, bias, scale, lrelu, alpha, pixel_norm, nullptr);
 }
 
 namespace {

@@ -95,28 +95,33 @@ inline bool tensor_core_kernel_usable(const at::Tensor& x, K kernel) {
 
 template <typename T, ConvMode M>
 bool try_launch_igemm(const dim3& grid, cudaStream_t stream, const at::Tensor& x, const at::Tensor& wt,
-                      const at::Tensor& bias_f, at::Tensor& y, at::Tensor& pre, const igemm::FastParams& p) {
+                      const at::Tensor& bias_f, at::Tensor& y, at::Tensor& pre, float* rnorm,
+                      const igemm::FastParams& p) {
   if (!tensor_core_kernel_usable(x, &igemm::conv_igemm_kernel<T, M>)) return false;
   PROGAN_LAUNCH((igemm::conv_igemm_kernel<T, M>), grid, igemm::kThreads, 0, stream, x.const_data_ptr<T>(),
                 wt.const_data_ptr<T>(), bias_f.defined() ? bias_f.const_data_ptr<float>() : nullptr,
-                y.mutable_data_ptr<T>(), pre.defined() ? pre.mutable_data_ptr<float>() : nullptr, p);
+                y.mutable_data_ptr<T>(), pre.defined() ? pre.mutable_data_ptr<float>() : nullptr, rnorm, p);
   return true;
 }
 
 // The forward computation y = epilogue(conv_M(x, W_eff)), scale folded into W_eff; bias may be
-// undefined. Returns y in x's memory format. Instantiated once per mode, in the mode's own .cu
-// file (conv_forward_same/up/down below), to keep compile units small.
+// undefined. Returns y in x's memory format. With pixel norm and `inv_norm` given, *inv_norm is
+// set to the per-pixel inverse norms r ([N, 1, Ho, Wo], acc_t: float, double for double x).
+// Instantiated once per mode, in the mode's own .cu file (conv_forward_same/up/down below), to
+// keep compile units small.
 template <ConvMode M>
 at::Tensor conv_forward_impl(const at::Tensor& x_in, const at::Tensor& weight, const at::Tensor& bias,
-                             double scale, bool lrelu, double alpha, bool pixel_norm) {
+                             double scale, bool lrelu, double alpha, bool pixel_norm, at::Tensor* inv_norm) {
   const DeviceGuard guard(x_in);
   const auto fmt = layout_of(x_in);
   const bool cl = fmt == at::MemoryFormat::ChannelsLast;
   const int k = int(weight.size(2));
   const ConvGeom g = make_geom(x_in, weight.size(0), k, M);
   at::Tensor y = at::empty({g.N, g.Cout, g.Ho, g.Wo}, x_in.options().memory_format(fmt));
-  if (y.numel() == 0) return y;
   const at::ScalarType acc_type = x_in.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  TORCH_INTERNAL_ASSERT(inv_norm == nullptr || pixel_norm, "conv_forward: inverse norms without pixel norm");
+  if (inv_norm != nullptr) *inv_norm = at::empty({g.N, 1, g.Ho, g.Wo}, x_in.options().dtype(acc_type));
+  if (y.numel() == 0) return y;
   const cudaStream_t stream = current_stream();
 
   // Pixel norm that cannot be done in the tile goes through an acc_t workspace laid out like y.
@@ -125,7 +130,8 @@ at::Tensor conv_forward_impl(const at::Tensor& x_in, const at::Tensor& weight, c
       const int64_t pixels = g.N * g.Ho * g.Wo;
       record_kernel_path("conv.norm_pass");
       PROGAN_LAUNCH(pixel_norm_rows_kernel<scalar_t>, blocks_for(pixels, 256), 256, 0, stream,
-                    pre.const_data_ptr<acc_t<scalar_t>>(), y.mutable_data_ptr<scalar_t>(), g.N, g.Cout,
+                    pre.const_data_ptr<acc_t<scalar_t>>(), y.mutable_data_ptr<scalar_t>(),
+                    inv_norm != nullptr ? inv_norm->mutable_data_ptr<acc_t<scalar_t>>() : nullptr, g.N, g.Cout,
                     g.Ho * g.Wo, cl);
     });
   };
@@ -157,9 +163,12 @@ at::Tensor conv_forward_impl(const at::Tensor& x_in, const at::Tensor& weight, c
       at::Tensor pre;
       if (pixel_norm && !p.norm_in_tile) pre = at::empty({y.numel()}, y.options().dtype(at::kFloat));
       const dim3 grid{unsigned(gx), unsigned(ceil_div(g.Cout, igemm::kBN)), unsigned(g.phases)};
-      const bool ran = dt == at::kHalf       ? try_launch_igemm<c10::Half, M>(grid, stream, x, wt, bias_f, y, pre, p)
-                       : dt == at::kBFloat16 ? try_launch_igemm<c10::BFloat16, M>(grid, stream, x, wt, bias_f, y, pre, p)
-                                             : try_launch_igemm<float, M>(grid, stream, x, wt, bias_f, y, pre, p);
+      // In-tile norm: the kernel writes r; otherwise the norm pass does.
+      float* rn = p.norm_in_tile && inv_norm != nullptr ? inv_norm->mutable_data_ptr<float>() : nullptr;
+      const bool ran =
+          dt == at::kHalf       ? try_launch_igemm<c10::Half, M>(grid, stream, x, wt, bias_f, y, pre, rn, p)
+          : dt == at::kBFloat16 ? try_launch_igemm<c10::BFloat16, M>(grid, stream, x, wt, bias_f, y, pre, rn, p)
+                                : try_launch_igemm<float, M>(grid, stream, x, wt, bias_f, y, pre, rn, p);
       if (ran) {
         record_kernel_path(dt == at::kFloat ? "conv.igemm_tf32" : "conv.igemm");
         if (p.norm_in_tile) record_kernel_path("conv.norm_in_tile");
@@ -189,9 +198,11 @@ at::Tensor conv_forward_impl(const at::Tensor& x_in, const at::Tensor& weight, c
 
 // One instantiation per mode, each in its own .cu file.
 at::Tensor conv_forward_same(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, double scale,
-                             bool lrelu, double alpha, bool pixel_norm);  // eq_conv2d.cu
+                             bool lrelu, double alpha, bool pixel_norm,
+                             at::Tensor* inv_norm = nullptr);  // eq_conv2d.cu
 at::Tensor conv_forward_up(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, double scale,
-                           bool lrelu, double alpha, bool pixel_norm);  // upsample_conv2d.cu
+                           bool lrelu, double alpha, bool pixel_norm,
+                           at::Tensor* inv_norm = nullptr);  // upsample_conv2d.cu
 at::Tensor conv_forward_down(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, double scale,
                              bool lrelu, double alpha, bool pixel_norm);  // conv2d_downsample.cu
 

@@ -111,11 +111,12 @@ struct FastParams {
 // T = half | bfloat16 | float (TF32). x: NHWC [N,H,W,Cin], Cin % kVecE == 0, 16-byte aligned.
 // wt: [P][kt*kt][Cin][CoutP] (scale folded), CoutP % kVecE == 0, 16-byte aligned. bias: float
 // [Cout] or null. Output y (or fp32 `pre` when the norm needs a second pass, laid out like y).
+// rnorm: null, or with norm_in_tile the per-pixel inverse norms [N][Ho][Wo] (float).
 // grid = (ceil(Mp/BM), ceil(Cout/BN), P).
 template <typename T, ConvMode M>
 __global__ void __launch_bounds__(kThreads)
 conv_igemm_kernel(const T* __restrict__ x, const T* __restrict__ wt, const float* __restrict__ bias,
-                  T* __restrict__ y, float* __restrict__ pre, FastParams p) {
+                  T* __restrict__ y, float* __restrict__ pre, float* __restrict__ rnorm, FastParams p) {
 #if PROGAN_CUDA_ARCH > 0 && PROGAN_CUDA_ARCH < 800
   __trap();  // never launched: the host dispatches here only when built for sm_80+ (bf16 WMMA, cp.async)
 #else
@@ -270,6 +271,12 @@ conv_igemm_kernel(const T* __restrict__ x, const T* __restrict__ wt, const float
       for (int c = 0; c < ncols; ++c) ss += sC[tid * kLdC + c] * sC[tid * kLdC + c];
       const float r = rsqrtf(ss / float(g.Cout) + 1e-8f);
       for (int c = 0; c < ncols; ++c) sC[tid * kLdC + c] *= r;
+      const int64_t m = m0 + tid;
+      if (rnorm != nullptr && m < p.Mp) {  // pixel (n, oy, ox) of row m, as in out_offset below
+        const int64_t qx = m % p.Wp, qy = (m / p.Wp) % p.Hp, n = m / (p.Wp * p.Hp);
+        const int64_t oy = M == ConvMode::Up ? 2 * qy + py : qy, ox = M == ConvMode::Up ? 2 * qx + px : qx;
+        rnorm[(n * g.Ho + oy) * g.Wo + ox] = r;
+      }
     }
     __syncthreads();
   }

@@ -60,10 +60,11 @@ __global__ void conv_simple_kernel(const T* __restrict__ x, const acc_t<T>* __re
 
 // Pixel norm over the Cout channels of each output pixel, reading the pre-norm values `pre`
 // (laid out like y) and writing y. One thread per pixel, channels summed in order 0..C-1
-// (deterministic). y = v * rsqrt(mean_c v^2 + 1e-8).
+// (deterministic). y = v * rsqrt(mean_c v^2 + 1e-8); rnorm[p] = that rsqrt when rnorm is given.
 template <typename T>
-__global__ void pixel_norm_rows_kernel(const acc_t<T>* __restrict__ pre, T* __restrict__ y, int64_t N,
-                                       int64_t C, int64_t S, bool channels_last) {
+__global__ void pixel_norm_rows_kernel(const acc_t<T>* __restrict__ pre, T* __restrict__ y,
+                                       acc_t<T>* __restrict__ rnorm, int64_t N, int64_t C, int64_t S,
+                                       bool channels_last) {
   using acc = acc_t<T>;
   for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < N * S;
        p += int64_t(gridDim.x) * blockDim.x) {
@@ -76,6 +77,7 @@ __global__ void pixel_norm_rows_kernel(const acc_t<T>* __restrict__ pre, T* __re
       ss += v * v;
     }
     const acc r = acc(1) / sqrt(ss / acc(C) + acc(1e-8));
+    if (rnorm != nullptr) rnorm[p] = r;
     for (int64_t c = 0; c < C; ++c) y[base + c * cs] = static_cast<T>(pre[base + c * cs] * r);
   }
 }

@@ -1,14 +1,16 @@
 // eq_conv2d on CUDA: conv2d(x, weight * gain/sqrt(Cin*k*k), padding=k/2), then bias + act (+ pixel
 // norm), the output written once. Kernels: conv_igemm.cuh (design note); host: conv_common.cuh.
 
+#include <tuple>
+
 #include "conv_common.cuh"
 
 namespace progan_ext {
 namespace cuda {
 
 at::Tensor conv_forward_same(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, double scale,
-                             bool lrelu, double alpha, bool pixel_norm) {
-  return conv_forward_impl<ConvMode::Same>(x, w, bias, scale, lrelu, alpha, pixel_norm);
+                             bool lrelu, double alpha, bool pixel_norm, at::Tensor* inv_norm) {
+  return conv_forward_impl<ConvMode::Same>(x, w, bias, scale, lrelu, alpha, pixel_norm, inv_norm);
 }
 
 namespace {
@@ -22,9 +24,23 @@ at::Tensor eq_conv2d_cuda(const at::Tensor& x, const at::Tensor& weight, const c
                            alpha, pixel_norm);
 }
 
+std::tuple<at::Tensor, at::Tensor> eq_conv2d_pn_cuda(const at::Tensor& x, const at::Tensor& weight,
+                                                     const c10::optional<at::Tensor>& bias, double gain,
+                                                     c10::string_view act, double alpha) {
+  check_conv_args(x, weight, bias, gain, act, alpha, Resample::Same, "eq_conv2d_pn");
+  check_on_device(x, "eq_conv2d_pn");
+  at::Tensor r;
+  at::Tensor y = conv_forward_same(x, weight, bias.has_value() ? *bias : at::Tensor(), eq_scale(weight, gain),
+                                  parse_act(act) == Act::LRelu, alpha, true, &r);
+  return {std::move(y), std::move(r)};
+}
+
 }  // namespace
 
-PROGAN_CUDA_KERNELS(m) { m.impl("eq_conv2d", &eq_conv2d_cuda); }
+PROGAN_CUDA_KERNELS(m) {
+  m.impl("eq_conv2d", &eq_conv2d_cuda);
+  m.impl("eq_conv2d_pn", &eq_conv2d_pn_cuda);
+}
 
 }  // namespace cuda
 }  // namespace progan_ext

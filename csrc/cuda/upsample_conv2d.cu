@@ -2,14 +2,16 @@
 // norm), as one kernel over the 4 output phases (2x2 summed taps each); the upsampled tensor is
 // never stored. Kernels: conv_igemm.cuh (design note); host: conv_common.cuh.
 
+#include <tuple>
+
 #include "conv_common.cuh"
 
 namespace progan_ext {
 namespace cuda {
 
 at::Tensor conv_forward_up(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, double scale,
-                           bool lrelu, double alpha, bool pixel_norm) {
-  return conv_forward_impl<ConvMode::Up>(x, w, bias, scale, lrelu, alpha, pixel_norm);
+                           bool lrelu, double alpha, bool pixel_norm, at::Tensor* inv_norm) {
+  return conv_forward_impl<ConvMode::Up>(x, w, bias, scale, lrelu, alpha, pixel_norm, inv_norm);
 }
 
 namespace {
@@ -24,9 +26,23 @@ at::Tensor upsample_conv2d_cuda(const at::Tensor& x, const at::Tensor& weight,
                          pixel_norm);
 }
 
+std::tuple<at::Tensor, at::Tensor> upsample_conv2d_pn_cuda(const at::Tensor& x, const at::Tensor& weight,
+                                                     const c10::optional<at::Tensor>& bias, double gain,
+                                                     c10::string_view act, double alpha) {
+  check_conv_args(x, weight, bias, gain, act, alpha, Resample::Up, "upsample_conv2d_pn");
+  check_on_device(x, "upsample_conv2d_pn");
+  at::Tensor r;
+  at::Tensor y = conv_forward_up(x, weight, bias.has_value() ? *bias : at::Tensor(), eq_scale(weight, gain),
+                                  parse_act(act) == Act::LRelu, alpha, true, &r);
+  return {std::move(y), std::move(r)};
+}
+
 }  // namespace
 
-PROGAN_CUDA_KERNELS(m) { m.impl("upsample_conv2d", &upsample_conv2d_cuda); }
+PROGAN_CUDA_KERNELS(m) {
+  m.impl("upsample_conv2d", &upsample_conv2d_cuda);
+  m.impl("upsample_conv2d_pn", &upsample_conv2d_pn_cuda);
+}
 
 }  // namespace cuda
 }  // namespace progan_ext

@@ -19,6 +19,14 @@ The fused ops y = act(R(x, w, scale, mode) + b) (scale = gain/sqrt(Cin*k*k)) the
 With pixel_norm, the pre-norm activation a is recomputed in backward with the same fused op
 (pixel_norm=False, so it stays in the graph under create_graph) and gz = bias_act_backward(
 pixel_norm_backward(g, a, 1e-8), a, alpha). Only inputs and outputs are saved.
+
+The pixel-normed forms eq_conv2d_pn / upsample_conv2d_pn (what progan_ext.ops calls) also return
+the per-pixel inverse norm r = rsqrt(mean_c(a^2) + 1e-8), so y = a * r and backward needs no second
+convolution: a = y / r, and for incoming gradients gy (of y) and gr (of r), with
+dr/da_c = -r^3 a_c / C = -r^2 y_c / C,
+    ga = pixel_norm_backward(gy, a, 1e-8) - (r^2 / C) * y * gr,   gz = bias_act_backward(ga, y, alpha)
+(y has a's sign). Every step is a differentiable op of saved inputs and outputs, so the double
+backward of the WGAN-GP penalty runs through the same formulas.
 """
 
 import math
@@ -56,6 +64,21 @@ def _eq_conv2d_fake(x, weight, bias, gain, act, alpha, pixel_norm):
 
 def _upsample_conv2d_fake(x, weight, bias, gain, act, alpha, pixel_norm):
     return _fake_conv(x, weight, "up")
+
+
+def _inv_norm_fake(x, y):
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    return x.new_empty((y.shape[0], 1, y.shape[2], y.shape[3]), dtype=acc)
+
+
+def _eq_conv2d_pn_fake(x, weight, bias, gain, act, alpha):
+    y = _fake_conv(x, weight, "same")
+    return y, _inv_norm_fake(x, y)
+
+
+def _upsample_conv2d_pn_fake(x, weight, bias, gain, act, alpha):
+    y = _fake_conv(x, weight, "up")
+    return y, _inv_norm_fake(x, y)
 
 
 def _conv2d_downsample_fake(x, weight, bias, gain, act, alpha):
@@ -156,12 +179,41 @@ def _register_fused(ns, name, mode, has_pixel_norm):
     torch.library.register_autograd(f"{ns}::{name}", backward, setup_context=setup_context)
 
 
+def _register_fused_pn(ns, name, mode):
+    """Autograd of the (y, r) form of a pixel-normed fused conv (module docstring)."""
+    ops = getattr(torch.ops, ns)
+
+    def setup_context(ctx, inputs, output):
+        x, weight, bias, gain, act, alpha = inputs
+        y, r = output
+        ctx.gain, ctx.act, ctx.alpha, ctx.mode = gain, act, alpha, mode
+        ctx.save_for_backward(x, weight, bias, y, r)
+        ctx.set_materialize_grads(False)  # r is rarely used: its gradient then stays None
+
+    def backward(ctx, gy, gr):
+        x, weight, bias, y, r = ctx.saved_tensors
+        ga = None
+        if gy is not None:
+            ga = ops.pixel_norm_backward(gy, (y / r).to(y.dtype), _PIXEL_NORM_EPS)
+        if gr is not None:
+            t = ((r * r) * gr * (-1.0 / y.shape[1]) * y).to(y.dtype)
+            ga = t if ga is None else ga + t
+        if ga is None:
+            return None, None, None, None, None, None
+        gz = _act_grad(ops, ctx, ga, y)
+        return (*_fused_grads(ops, ctx, gz, x, weight, bias), None, None, None)
+
+    torch.library.register_autograd(f"{ns}::{name}", backward, setup_context=setup_context)
+
+
 def register(ns: str) -> None:
     """Fake kernels and autograd of the convolution ops of namespace ``ns``."""
     ops = getattr(torch.ops, ns)
     torch.library.register_fake(f"{ns}::eq_conv2d", _eq_conv2d_fake)
     torch.library.register_fake(f"{ns}::upsample_conv2d", _upsample_conv2d_fake)
     torch.library.register_fake(f"{ns}::conv2d_downsample", _conv2d_downsample_fake)
+    torch.library.register_fake(f"{ns}::eq_conv2d_pn", _eq_conv2d_pn_fake)
+    torch.library.register_fake(f"{ns}::upsample_conv2d_pn", _upsample_conv2d_pn_fake)
     torch.library.register_fake(f"{ns}::conv2d_resample", _conv2d_resample_fake)
     torch.library.register_fake(f"{ns}::conv2d_resample_grad_weight", _conv2d_resample_grad_weight_fake)
     torch.library.register_autograd(
@@ -175,3 +227,5 @@ def register(ns: str) -> None:
     _register_fused(ns, "eq_conv2d", "same", True)
     _register_fused(ns, "upsample_conv2d", "up", True)
     _register_fused(ns, "conv2d_downsample", "down", False)
+    _register_fused_pn(ns, "eq_conv2d_pn", "same")
+    _register_fused_pn(ns, "upsample_conv2d_pn", "up")
