@@ -34,6 +34,7 @@ struct ThreadState {
   unsigned linear = 0, warp = 0, lane = 0;
   State state = State::Runnable;
   bool started = false;
+  unsigned syncs = 0;  // blocking points passed: the memory tracer's request epochs
   // blocking point
   const void* site = nullptr;
   Collective kind = Collective::SyncWarp;

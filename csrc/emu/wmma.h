@@ -136,6 +136,10 @@ void load(Frag& f, const P* p, unsigned ldm, bool col, const void* site) {
   me.ldm = ldm;
   me.layout = col;
   me.frag = &f;
+#ifdef PROGAN_EMU_TRACE
+  progan_emu::trace_matrix(site, p, ldm, Frag::rows, Frag::cols, sizeof(P), col, /*store=*/false,
+                           std::is_same_v<typename Frag::use, accumulator>);
+#endif
   progan_emu::wmma_collective(site, me, [&](const progan_emu::WmmaArgs* lanes) {
     for (unsigned l = 0; l < 32; ++l) {
       auto* fl = static_cast<Frag*>(lanes[l].frag);
@@ -171,6 +175,10 @@ __attribute__((noinline)) void store_matrix_sync(P* p, const fragment<accumulato
   me.layout = layout;
   me.frag = const_cast<Frag*>(&f);
   const bool col = layout == mem_col_major;
+#ifdef PROGAN_EMU_TRACE
+  progan_emu::trace_matrix(__builtin_return_address(0), p, ldm, Frag::rows, Frag::cols, sizeof(P), col,
+                           /*store=*/true, /*accumulator=*/true);
+#endif
   progan_emu::wmma_collective(__builtin_return_address(0), me, [&](const progan_emu::WmmaArgs* lanes) {
     for (unsigned l = 0; l < 32; ++l) {
       const auto* fl = static_cast<const Frag*>(lanes[l].frag);
