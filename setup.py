@@ -212,7 +212,9 @@ TRACE_FLAGS = ["-fsanitize=thread", "-fno-tree-sra", "-fno-tree-vectorize", "-fn
 def traced_extension():
     """progan_ext._emu_trace: the emulated kernels (op namespace progan_ext_emu_trace) with the
     kernel translation units instrumented for the memory-access tracer (csrc/emu/tracer.h); the
-    emulator itself and the hooks are compiled plain."""
+    emulator itself and the hooks are compiled plain. -fno-gnu-unique: GCC would bind the static
+    locals of inline functions (the WMMA element maps, the shared-memory tags) process-wide to one
+    copy shared with progan_ext._emu when both modules are loaded."""
     emu = ROOT / "csrc" / "emu"
     plain = ["runtime.cpp", "device_api.cpp", "module.cpp", "trace/tracer.cpp", "trace/tsan_hooks.cpp"]
     available = sorted(p.stem for p in emu.glob("*.cpp") if p.name not in plain + ["probes.cpp", "autocast.cpp"])
@@ -224,7 +226,8 @@ def traced_extension():
     kernels = ["trace/trace_probes.cpp"] + [f"{k}.cpp" for k in wanted]
     macros = [("PROGAN_EXT_EMULATION", "1"), ("PROGAN_EMU_TRACE", "1"), ("PROGAN_EMU_NS", "progan_ext_emu_trace")]
     ext = CppExtension("progan_ext._emu_trace", [f"csrc/emu/{k}" for k in kernels],
-                       extra_compile_args={"cxx": ["-O2", "-g"] + TRACE_FLAGS}, define_macros=macros)
+                       extra_compile_args={"cxx": ["-O2", "-g", "-fno-gnu-unique"] + TRACE_FLAGS},
+                       define_macros=macros)
     ext.plain_sources = [f"csrc/emu/{p}" for p in plain] + ["csrc/kernel_paths.cpp"]
     ext.instrument_flags = TRACE_FLAGS
     return ext

@@ -119,6 +119,9 @@ def test_wmma_load_ldmatrix_phases(ldm, wavefronts, degree):
     k, _ = probe("wmma_load", ldm)
     assert (k.shared_load.requests, k.shared_load.units, k.shared_load.ideal, k.shared_load.max_degree) == (
         1, wavefronts, 4, degree)
+    # Only the kernel's own global traffic: its one store, nothing of the emulator's WMMA machinery
+    # (a std::function that allocates on the heap looked like 16-byte global stores before it was muted).
+    assert (k.global_load.requests, k.global_store.requests) == (0, 1)
 
 
 # ---- the tracer's switch --------------------------------------------------------------------------

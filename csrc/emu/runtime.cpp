@@ -359,6 +359,7 @@ void run_block(Launch& L, std::mt19937_64& rng) {
     t.state = State::Runnable;
     t.started = false;
     t.syncs = 0;
+    t.untraced = false;
     t.groups.clear();
     t.open_group.clear();
     t.stack_size = L.cfg.stack_bytes;

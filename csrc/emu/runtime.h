@@ -157,6 +157,16 @@ void launch(void (*kernel)(Params...), const char* name, dim3 grid, dim3 block, 
 // compiler's instrumentation instead (tsan_hooks.cpp).
 void trace_matrix(const void* site, const void* p, unsigned ldm, int rows, int cols, unsigned elem, bool col,
                   bool store, bool accumulator);
+// The running lane's accesses are not counted while muted: emulator code compiled into the kernel
+// units (the WMMA collectives' std::function, which may allocate) is not kernel memory traffic.
+void trace_mute(bool muted);
+struct TraceMute {
+  TraceMute() { trace_mute(true); }
+  ~TraceMute() { trace_mute(false); }
+};
+#define PROGAN_EMU_UNTRACED ::progan_emu::TraceMute progan_emu_untraced_
+#else
+#define PROGAN_EMU_UNTRACED
 #endif
 
 // Statistics of the launches so far (tests of the emulator itself).

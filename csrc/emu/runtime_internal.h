@@ -35,6 +35,7 @@ struct ThreadState {
   State state = State::Runnable;
   bool started = false;
   unsigned syncs = 0;  // blocking points passed: the memory tracer's request epochs
+  bool untraced = false;  // in emulator code the memory tracer must not count (trace_mute)
   // blocking point
   const void* site = nullptr;
   Collective kind = Collective::SyncWarp;

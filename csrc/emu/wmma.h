@@ -128,6 +128,7 @@ inline float __float_to_tf32(float f) { return detail::to_tf32_rna(f); }
 namespace detail {
 template <typename Frag, typename P>
 void load(Frag& f, const P* p, unsigned ldm, bool col, const void* site) {
+  PROGAN_EMU_UNTRACED;  // the memory tracer counts the warp's access once, below, not the emulator's
   using E = typename Frag::element_type;
   check_pointer(p, ldm, sizeof(P), "load_matrix_sync");
   progan_emu::WmmaArgs me;
@@ -169,6 +170,7 @@ __attribute__((noinline)) void store_matrix_sync(P* p, const fragment<accumulato
   using Frag = fragment<accumulator, M, N, K, T, void>;
   detail::check_pointer(p, ldm, sizeof(P), "store_matrix_sync");
   progan_emu::WmmaArgs me;
+  PROGAN_EMU_UNTRACED;
   me.op = "store_matrix_sync";
   me.ptr = p;
   me.ldm = ldm;
@@ -200,6 +202,7 @@ __attribute__((noinline)) void mma_sync(fragment<accumulator, M, N, K, TC, void>
   using FB = fragment<matrix_b, M, N, K, TA, LB>;
   using FC = fragment<accumulator, M, N, K, TC, void>;
   progan_emu::WmmaArgs me;
+  PROGAN_EMU_UNTRACED;
   me.op = "mma_sync";
   me.frag = &d;
   me.a = &a;

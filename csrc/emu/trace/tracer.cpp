@@ -245,6 +245,7 @@ void access(const void* site, const void* addr, unsigned bytes, bool store) {
   Launch* L = detail::g_launch;
   if (L == nullptr || L->running == nullptr || g.kernel == nullptr || bytes == 0) return;
   ThreadState& t = *L->running;
+  if (t.untraced) return;
   const auto a = reinterpret_cast<uintptr_t>(addr);
   const auto stack = reinterpret_cast<uintptr_t>(t.stack_lo);
   if (a >= stack && a < stack + t.stack_size) {
@@ -308,6 +309,11 @@ void warp_synced(Launch&, unsigned warp) {
 void block_end(Launch& L) { barrier(L); }
 
 }  // namespace trace
+
+void trace_mute(bool muted) {
+  detail::Launch* L = detail::g_launch;
+  if (L != nullptr && L->running != nullptr) L->running->untraced = muted;
+}
 
 // ---- WMMA -------------------------------------------------------------------------------------
 // CUDA does not specify how wmma::load/store_matrix_sync access memory. Modelled on the mma.sync
