@@ -12,7 +12,12 @@ Build knobs (environment variables, read here and only here; documented in the R
   PROGAN_EXT_DEBUG=1         -O0 -g host code, -G device code, no fast paths hidden by optimisation
   PROGAN_EXT_EMULATE=1       also build progan_ext._emu: the CUDA kernels compiled for the CPU emulator
                              (csrc/emu, docs/emulated_cuda.md); =asan builds only that module, with
-                             AddressSanitizer + UBSan (CI's memory check; run with libasan preloaded)
+                             AddressSanitizer + UBSan (CI's memory check; run with libasan preloaded);
+                             =trace builds only progan_ext._emu_trace, the memory-access tracer's build
+                             (coalescing and bank conflicts of the kernels, docs/memory_access.md)
+  PROGAN_EXT_TRACE_KERNELS   with =trace: which kernel files of csrc/emu to trace: all (default), or a
+                             comma-separated list (pixel_norm,bias_act); probes: none, only the
+                             tracer's probe kernels (enough for tests/test_memory_tracer.py)
   TORCH_CUDA_ARCH_LIST       GPU architectures (default without a visible GPU: 8.0;8.6;8.9;9.0+PTX)
   MAX_JOBS                   parallel compile jobs (ninja)
   PROGAN_EXT_NVCC_THREADS    nvcc --threads (default 2)
@@ -41,8 +46,8 @@ FORCE_CUDA = _flag("PROGAN_EXT_FORCE_CUDA")
 EMULATE = os.environ.get("PROGAN_EXT_EMULATE", "0").strip().lower()
 if EMULATE in ("", "0", "false", "no", "off"):
     EMULATE = None
-elif EMULATE not in ("1", "true", "yes", "on", "asan"):
-    sys.exit(f"progan_ext: PROGAN_EXT_EMULATE must be 1 or asan, got {EMULATE!r}")
+elif EMULATE not in ("1", "true", "yes", "on", "asan", "trace"):
+    sys.exit(f"progan_ext: PROGAN_EXT_EMULATE must be 1, asan or trace, got {EMULATE!r}")
 CPU_ONLY = _flag("PROGAN_EXT_CPU_ONLY")
 DEBUG = _flag("PROGAN_EXT_DEBUG")
 NVCC_THREADS = os.environ.get("PROGAN_EXT_NVCC_THREADS", "2")
@@ -138,7 +143,18 @@ def build_info() -> dict:
 
 class BuildWithInfo(BuildExtension):
     """torch's BuildExtension, then ``_build_info.py`` written beside every copy of the module
-    (the build folder that goes into the wheel, and the source tree for --inplace / editable)."""
+    (the build folder that goes into the wheel, and the source tree for --inplace / editable).
+    An extension with ``plain_sources`` has those compiled without its ``instrument_flags``."""
+
+    def build_extension(self, ext):
+        plain = getattr(ext, "plain_sources", None)
+        if plain:
+            args = dict(ext.extra_compile_args)
+            args["cxx"] = [f for f in args["cxx"] if f not in ext.instrument_flags]
+            ext.extra_objects = list(ext.extra_objects or []) + self.compiler.compile(
+                plain, output_dir=self.build_temp, macros=ext.define_macros, include_dirs=ext.include_dirs,
+                debug=self.debug, extra_postargs=args, depends=ext.depends)
+        super().build_extension(ext)
 
     def run(self):
         super().run()
@@ -185,11 +201,49 @@ def emulated_extension():
                         define_macros=[("PROGAN_EXT_EMULATION", "1")])
 
 
+# Instrumentation of the memory-tracing build: every load and store calls a __tsan_* hook
+# (csrc/emu/trace/tsan_hooks.cpp, no ThreadSanitizer runtime). Aggregate copies stay whole (no SRA)
+# and no loop or adjacent accesses are vectorised or merged, so a 16-byte vector load is one 16-byte
+# access, as nvcc's LDG.128, and every scalar access stays the width the source gives it.
+TRACE_FLAGS = ["-fsanitize=thread", "-fno-tree-sra", "-fno-tree-vectorize", "-fno-tree-slp-vectorize",
+               "-fno-store-merging"]
+
+
+def traced_extension():
+    """progan_ext._emu_trace: the emulated kernels (op namespace progan_ext_emu_trace) with the
+    kernel translation units instrumented for the memory-access tracer (csrc/emu/tracer.h); the
+    emulator itself and the hooks are compiled plain. -fno-gnu-unique: GCC would bind the static
+    locals of inline functions (the WMMA element maps, the shared-memory tags) process-wide to one
+    copy shared with progan_ext._emu when both modules are loaded."""
+    emu = ROOT / "csrc" / "emu"
+    plain = ["runtime.cpp", "device_api.cpp", "module.cpp", "trace/tracer.cpp", "trace/tsan_hooks.cpp"]
+    available = sorted(p.stem for p in emu.glob("*.cpp") if p.name not in plain + ["probes.cpp", "autocast.cpp"])
+    wanted = os.environ.get("PROGAN_EXT_TRACE_KERNELS", "all").strip()
+    wanted = available if wanted == "all" else [] if wanted == "probes" else [k.strip() for k in wanted.split(",")]
+    if set(wanted) - set(available):
+        sys.exit(f"progan_ext: PROGAN_EXT_TRACE_KERNELS names {sorted(set(wanted) - set(available))}, "
+                 f"not among {available}")
+    kernels = ["trace/trace_probes.cpp"] + [f"{k}.cpp" for k in wanted]
+    macros = [("PROGAN_EXT_EMULATION", "1"), ("PROGAN_EMU_TRACE", "1"), ("PROGAN_EMU_NS", "progan_ext_emu_trace")]
+    ext = CppExtension("progan_ext._emu_trace", [f"csrc/emu/{k}" for k in kernels],
+                       extra_compile_args={"cxx": ["-O2", "-g", "-fno-gnu-unique"] + TRACE_FLAGS},
+                       define_macros=macros)
+    ext.plain_sources = [f"csrc/emu/{p}" for p in plain] + ["csrc/kernel_paths.cpp"]
+    ext.instrument_flags = TRACE_FLAGS
+    return ext
+
+
 print(f"progan_ext: compiling against torch {torch.__version__} from {Path(torch.__file__).parent}", flush=True)
 if EMULATE:
-    print(f"progan_ext: building the emulated CUDA module progan_ext._emu (PROGAN_EXT_EMULATE={EMULATE})", flush=True)
-# A sanitized module is for one test run next to an existing progan_ext._C: only it is built.
-ext_modules = [emulated_extension()] if EMULATE == "asan" else [extension()] + ([emulated_extension()] if EMULATE else [])
+    module = "progan_ext._emu_trace" if EMULATE == "trace" else "progan_ext._emu"
+    print(f"progan_ext: building the emulated CUDA module {module} (PROGAN_EXT_EMULATE={EMULATE})", flush=True)
+# A sanitized or traced module is for runs next to an existing progan_ext._C: only it is built.
+if EMULATE == "asan":
+    ext_modules = [emulated_extension()]
+elif EMULATE == "trace":
+    ext_modules = [traced_extension()]
+else:
+    ext_modules = [extension()] + ([emulated_extension()] if EMULATE else [])
 setup(
     ext_modules=ext_modules,
     cmdclass={"build_ext": BuildWithInfo},

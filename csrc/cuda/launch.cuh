@@ -97,7 +97,7 @@ inline void launch_kernel(void (*kernel)(Params...), const char* name, dim3 grid
 // Registers this file's kernels: for CUDA tensors in the GPU build, under the progan_ext_emu
 // namespace (same schemas) for CPU tensors in the emulated build.
 #if defined(PROGAN_EXT_EMULATION)
-#define PROGAN_CUDA_KERNELS(m) TORCH_LIBRARY_IMPL(progan_ext_emu, CPU, m)
+#define PROGAN_CUDA_KERNELS(m) TORCH_LIBRARY_IMPL(PROGAN_EMU_NS, CPU, m)  // progan_ext_emu (runtime.h)
 #else
 #define PROGAN_CUDA_KERNELS(m) TORCH_LIBRARY_IMPL(progan_ext, CUDA, m)
 #endif

@@ -21,7 +21,13 @@
 #define __global__
 #define __device__
 #define __host__
+#ifdef PROGAN_EMU_TRACE
+// The memory tracer names an access by its instruction: inlining every helper, as nvcc does, gives
+// each source-level load and store its own site.
+#define __forceinline__ inline __attribute__((always_inline))
+#else
 #define __forceinline__ inline
+#endif
 #define __noinline__ __attribute__((noinline))
 #define __launch_bounds__(...)
 #define __align__(n) __attribute__((aligned(n)))

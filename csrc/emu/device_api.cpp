@@ -7,6 +7,7 @@
 #include <string>
 
 #include "runtime_internal.h"
+#include "tracer.h"
 
 namespace progan_emu {
 
@@ -100,6 +101,8 @@ void async_copy16(void* dst, const void* src, bool valid) {
   if (!in_static && !in_dynamic) launch_error(L, &t, "cp.async destination is not in the block's shared memory");
   if (reinterpret_cast<uintptr_t>(dst) % 16 || (valid && reinterpret_cast<uintptr_t>(src) % 16))
     launch_error(L, &t, "cp.async of 16 bytes needs 16-byte aligned source and destination");
+  // The tracer sees the copy as what it is on the GPU: a 16-byte global load and shared store.
+  PROGAN_EMU_TRACE_EVENT(trace::copy16(__builtin_return_address(0), dst, valid ? src : nullptr));
   PendingCopy c;
   c.dst = dst;
   if (valid) std::memcpy(c.data, src, 16);  // the source is read at issue ...

@@ -49,14 +49,21 @@ std::string emu_stats() {
 
 }  // namespace
 
-TORCH_LIBRARY(progan_ext_emu, m) {
+PROGAN_EMU_LIBRARY(PROGAN_EMU_NS, m) {
   progan_ext::define_schemas(m);
   m.def("emu_stats() -> str", &emu_stats);
 }
 
-PyMODINIT_FUNC PyInit__emu(void) {
+#define PROGAN_EMU_CAT2(a, b) a##b
+#define PROGAN_EMU_CAT(a, b) PROGAN_EMU_CAT2(a, b)
+#define PROGAN_EMU_STR2(x) #x
+#define PROGAN_EMU_STR(x) PROGAN_EMU_STR2(x)
+
+// PyInit__emu, or PyInit__emu_trace for the memory-tracing build (TORCH_EXTENSION_NAME, set by the build).
+PyMODINIT_FUNC PROGAN_EMU_CAT(PyInit_, TORCH_EXTENSION_NAME)(void) {
   static struct PyModuleDef module_def = {
-      PyModuleDef_HEAD_INIT, "_emu",
-      "progan_ext CUDA kernels run by the CPU emulator (registered in torch.ops.progan_ext_emu)", -1, nullptr};
+      PyModuleDef_HEAD_INIT, PROGAN_EMU_STR(TORCH_EXTENSION_NAME),
+      "progan_ext CUDA kernels run by the CPU emulator (registered in torch.ops." PROGAN_EMU_STR(PROGAN_EMU_NS) ")", -1,
+      nullptr};
   return PyModule_Create(&module_def);
 }

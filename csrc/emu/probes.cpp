@@ -311,5 +311,5 @@ at::Tensor emu_probe(const at::Tensor& x, c10::string_view name_view, c10::IntAr
 }  // namespace cuda
 }  // namespace progan_ext
 
-TORCH_LIBRARY_FRAGMENT(progan_ext_emu, m) { m.def("emu_probe(Tensor x, str name, int[] args) -> Tensor"); }
-TORCH_LIBRARY_IMPL(progan_ext_emu, CPU, m) { m.impl("emu_probe", &progan_ext::cuda::emu_probe); }
+PROGAN_EMU_LIBRARY_FRAGMENT(PROGAN_EMU_NS, m) { m.def("emu_probe(Tensor x, str name, int[] args) -> Tensor"); }
+TORCH_LIBRARY_IMPL(PROGAN_EMU_NS, CPU, m) { m.impl("emu_probe", &progan_ext::cuda::emu_probe); }

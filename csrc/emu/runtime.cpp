@@ -2,6 +2,7 @@
 // launches (the model is described in runtime.h; what device code calls is in device_api.cpp).
 
 #include "runtime_internal.h"
+#include "tracer.h"
 
 #include <sys/mman.h>
 #include <unistd.h>
@@ -155,6 +156,7 @@ void enter(Launch& L, ThreadState& t) {
 }
 
 void leave(Launch& L, ThreadState& t, bool final) {
+  ++t.syncs;
 #ifdef PROGAN_EMU_ASAN
   __sanitizer_start_switch_fiber(final ? nullptr : &t.asan_fake, L.main_stack_lo, L.main_stack_size);
   progan_emu_switch(&t.sp, L.scheduler_sp);
@@ -216,6 +218,7 @@ void release_barrier(Launch& L) {
   for (auto& t : L.threads)
     if (t.state == State::Barrier) t.state = State::Runnable;
   L.at_barrier = 0;
+  PROGAN_EMU_TRACE_EVENT(trace::barrier(L));
 }
 
 // Source lane of a shuffle, per the PTX ISA's shfl.sync semantics; returns -1 for "own value".
@@ -289,6 +292,7 @@ void try_resolve(Launch& L, ThreadState& t) {
   for (unsigned l = 0; l < 32; ++l)
     if (mask >> l & 1) lane_of(L, t.warp, l).state = State::Runnable;
   L.warp_waiting[t.warp] &= ~mask;
+  if (mask == warp_lanes_mask(L, t.warp)) PROGAN_EMU_TRACE_EVENT(trace::warp_synced(L, t.warp));
 }
 
 // Nothing can run: describe who waits for what.
@@ -354,6 +358,8 @@ void run_block(Launch& L, std::mt19937_64& rng) {
     t.lane = i % 32;
     t.state = State::Runnable;
     t.started = false;
+    t.syncs = 0;
+    t.untraced = false;
     t.groups.clear();
     t.open_group.clear();
     t.stack_size = L.cfg.stack_bytes;
@@ -361,6 +367,7 @@ void run_block(Launch& L, std::mt19937_64& rng) {
     t.sp = make_stack(t.stack_lo, t.stack_size, &t);
     t.asan_fake = nullptr;
   }
+  PROGAN_EMU_TRACE_EVENT(trace::block_begin(L));
   const std::vector<unsigned> order = make_order(L.nthreads, L.cfg.thread_order, rng);
   unsigned live = L.nthreads;
   while (live > 0) {
@@ -392,6 +399,7 @@ void run_block(Launch& L, std::mt19937_64& rng) {
     }
     if (live > 0 && !ran) deadlock(L);
   }
+  PROGAN_EMU_TRACE_EVENT(trace::block_end(L));
 }
 
 }  // namespace detail
@@ -511,6 +519,7 @@ void launch_raw(const void* kernel, const char* name, dim3 grid, dim3 block, siz
     ~Restore() { g_launch = prev; }
   } restore{previous};
   ++g_stats.launches;
+  PROGAN_EMU_TRACE_EVENT(trace::launch_begin(L));
   for (uint64_t b : blocks) {
     L.block_idx = {unsigned(b % grid.x), unsigned((b / grid.x) % grid.y), unsigned(b / (uint64_t(grid.x) * grid.y))};
     try {

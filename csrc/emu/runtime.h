@@ -32,6 +32,15 @@
 #include <utility>
 #include <vector>
 
+// The op namespace of the emulated module: progan_ext_emu, or progan_ext_emu_trace in the
+// memory-tracing build (progan_ext._emu_trace, tracer.h), so that the two modules load side by side.
+#ifndef PROGAN_EMU_NS
+#define PROGAN_EMU_NS progan_ext_emu
+#endif
+// TORCH_LIBRARY / _FRAGMENT paste their namespace argument unexpanded: these expand it first.
+#define PROGAN_EMU_LIBRARY(ns, m) TORCH_LIBRARY(ns, m)
+#define PROGAN_EMU_LIBRARY_FRAGMENT(ns, m) TORCH_LIBRARY_FRAGMENT(ns, m)
+
 namespace progan_emu {
 
 // ---- CUDA's index types ------------------------------------------------------------------------
@@ -140,6 +149,25 @@ void launch(void (*kernel)(Params...), const char* name, dim3 grid, dim3 block, 
   launch_raw(reinterpret_cast<const void*>(kernel), name, grid, block, dynamic_smem,
              [&] { std::apply(kernel, params); });
 }
+
+#ifdef PROGAN_EMU_TRACE
+// Memory-access tracer (tracer.h): one warp-wide WMMA load or store of a rows x cols matrix of
+// `elem`-byte elements at p (leading dimension ldm, in elements; col: stored column by column),
+// reported once per warp. The lanes' own loads and stores reach the tracer through the
+// compiler's instrumentation instead (tsan_hooks.cpp).
+void trace_matrix(const void* site, const void* p, unsigned ldm, int rows, int cols, unsigned elem, bool col,
+                  bool store, bool accumulator);
+// The running lane's accesses are not counted while muted: emulator code compiled into the kernel
+// units (the WMMA collectives' std::function, which may allocate) is not kernel memory traffic.
+void trace_mute(bool muted);
+struct TraceMute {
+  TraceMute() { trace_mute(true); }
+  ~TraceMute() { trace_mute(false); }
+};
+#define PROGAN_EMU_UNTRACED ::progan_emu::TraceMute progan_emu_untraced_
+#else
+#define PROGAN_EMU_UNTRACED
+#endif
 
 // Statistics of the launches so far (tests of the emulator itself).
 struct Stats {

@@ -34,6 +34,8 @@ struct ThreadState {
   unsigned linear = 0, warp = 0, lane = 0;
   State state = State::Runnable;
   bool started = false;
+  unsigned syncs = 0;  // blocking points passed: the memory tracer's request epochs
+  bool untraced = false;  // in emulator code the memory tracer must not count (trace_mute)
   // blocking point
   const void* site = nullptr;
   Collective kind = Collective::SyncWarp;

@@ -128,6 +128,7 @@ inline float __float_to_tf32(float f) { return detail::to_tf32_rna(f); }
 namespace detail {
 template <typename Frag, typename P>
 void load(Frag& f, const P* p, unsigned ldm, bool col, const void* site) {
+  PROGAN_EMU_UNTRACED;  // the memory tracer counts the warp's access once, below, not the emulator's
   using E = typename Frag::element_type;
   check_pointer(p, ldm, sizeof(P), "load_matrix_sync");
   progan_emu::WmmaArgs me;
@@ -136,6 +137,10 @@ void load(Frag& f, const P* p, unsigned ldm, bool col, const void* site) {
   me.ldm = ldm;
   me.layout = col;
   me.frag = &f;
+#ifdef PROGAN_EMU_TRACE
+  progan_emu::trace_matrix(site, p, ldm, Frag::rows, Frag::cols, sizeof(P), col, /*store=*/false,
+                           std::is_same_v<typename Frag::use, accumulator>);
+#endif
   progan_emu::wmma_collective(site, me, [&](const progan_emu::WmmaArgs* lanes) {
     for (unsigned l = 0; l < 32; ++l) {
       auto* fl = static_cast<Frag*>(lanes[l].frag);
@@ -165,12 +170,17 @@ __attribute__((noinline)) void store_matrix_sync(P* p, const fragment<accumulato
   using Frag = fragment<accumulator, M, N, K, T, void>;
   detail::check_pointer(p, ldm, sizeof(P), "store_matrix_sync");
   progan_emu::WmmaArgs me;
+  PROGAN_EMU_UNTRACED;
   me.op = "store_matrix_sync";
   me.ptr = p;
   me.ldm = ldm;
   me.layout = layout;
   me.frag = const_cast<Frag*>(&f);
   const bool col = layout == mem_col_major;
+#ifdef PROGAN_EMU_TRACE
+  progan_emu::trace_matrix(__builtin_return_address(0), p, ldm, Frag::rows, Frag::cols, sizeof(P), col,
+                           /*store=*/true, /*accumulator=*/true);
+#endif
   progan_emu::wmma_collective(__builtin_return_address(0), me, [&](const progan_emu::WmmaArgs* lanes) {
     for (unsigned l = 0; l < 32; ++l) {
       const auto* fl = static_cast<const Frag*>(lanes[l].frag);
@@ -192,6 +202,7 @@ __attribute__((noinline)) void mma_sync(fragment<accumulator, M, N, K, TC, void>
   using FB = fragment<matrix_b, M, N, K, TA, LB>;
   using FC = fragment<accumulator, M, N, K, TC, void>;
   progan_emu::WmmaArgs me;
+  PROGAN_EMU_UNTRACED;
   me.op = "mma_sync";
   me.frag = &d;
   me.a = &a;
