@@ -158,13 +158,28 @@ class BuildWithInfo(BuildExtension):
 
     def run(self):
         super().run()
-        text = "# Written by the build (setup.py or CMake); do not edit.\nBUILD_INFO = " + repr(build_info()) + "\n"
+        built = [ext.name for ext in self.extensions]
         folders = {Path(self.build_lib) / "progan_ext"}
         if self.inplace:
             folders.add(ROOT / "progan_ext")
         for folder in folders:
             folder.mkdir(parents=True, exist_ok=True)
-            (folder / "_build_info.py").write_text(text)
+            (folder / "_build_info.py").write_text(build_info_text(folder / "_build_info.py", built))
+
+
+def build_info_text(path: Path, built: list[str]) -> str:
+    """_build_info.py after building the modules `built`: build_info() describes progan_ext._C, so
+    a build without _C (an emulated variant alone) keeps the existing description; module_digests
+    records the csrc/ digest each module was last built from, so that a variant left over from
+    older sources is refused at import instead of testing old kernels (progan_ext/_ext.py)."""
+    old = {}
+    if path.is_file():
+        old = runpy.run_path(str(path)).get("BUILD_INFO", {})
+    info = build_info() if "progan_ext._C" in built or not old else dict(old)
+    digests = dict(old.get("module_digests", {}))
+    digests.update({name: build_info()["sources_digest"] for name in built})
+    info["module_digests"] = digests
+    return "# Written by the build (setup.py or CMake); do not edit.\nBUILD_INFO = " + repr(info) + "\n"
 
 
 def extension():

@@ -167,13 +167,46 @@ def _load() -> None:
     available = True
 
 
+def load_variant(module: str, namespace: str, build: str) -> str | None:
+    """Loads an optional build of the kernels (``progan_ext._emu``, ``progan_ext._emu_trace``), whose
+    ops are ``torch.ops.<namespace>``, and registers their fake kernels and autograd (opdefs).
+    Returns why it is not usable, or None. A variant built from other csrc/ sources than this
+    checkout's (its digest in _build_info.py's module_digests) is refused without being loaded: it
+    would run old kernels; one that lacks ops the registrations need is refused too. ``build`` is
+    the command that builds it."""
+    if CHECKOUT is not None:
+        built_from = (_read_build_info(PACKAGE_DIR) or {}).get("module_digests", {}).get(module)
+        if built_from is not None and built_from != sources_digest(CHECKOUT / "csrc"):
+            return (f"{module} was built from other csrc/ sources than the checkout's (a stale build); "
+                    f"rebuild it with {build}")
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        return f"{module} is not built ({exc}); build it with {build}"
+    from . import opdefs
+
+    missing = opdefs.missing_ops(namespace)
+    if missing:
+        return f"{module} lacks the ops {missing} (built from older sources); rebuild it with {build}"
+    opdefs.register(namespace)
+    return None
+
+
 def cuda_compiled() -> bool:
     """True when the compiled module carries CUDA kernels."""
     return available and bool(build_info.get("with_cuda"))
 
 
+def fall_back(why: str) -> None:
+    """The compiled module is not usable (``why``): every op runs the reference, with one warning,
+    or, under PROGAN_EXT_REQUIRE_EXT=1, the import fails."""
+    global available, error
+    available, error = False, why
+    if _flag("PROGAN_EXT_REQUIRE_EXT"):
+        raise ImportError(f"PROGAN_EXT_REQUIRE_EXT=1 but {why}")
+    warnings.warn(f"{why}. Falling back to the pure-PyTorch reference ops.", RuntimeWarning, stacklevel=3)
+
+
 _load()
 if not available:
-    if _flag("PROGAN_EXT_REQUIRE_EXT"):
-        raise ImportError(f"PROGAN_EXT_REQUIRE_EXT=1 but {error}")
-    warnings.warn(f"{error}. Falling back to the pure-PyTorch reference ops.", RuntimeWarning, stacklevel=2)
+    fall_back(error)

@@ -12,9 +12,10 @@ capability the host code sees, default 90), ``PROGAN_EMU_STACK_KB``.
 
 from __future__ import annotations
 
-import importlib
 
 import torch
+
+from . import _ext
 
 __all__ = ["available", "error", "NAMESPACE", "ops", "kernel_paths", "stats"]
 
@@ -25,16 +26,9 @@ error: str | None = None
 
 def _load() -> None:
     global available, error
-    try:
-        importlib.import_module("progan_ext._emu")
-    except ImportError as exc:
-        error = (f"progan_ext._emu is not built ({exc}); build it with "
-                 "`PROGAN_EXT_EMULATE=1 pip install --no-build-isolation .`")
-        return
-    from . import opdefs
-
-    opdefs.register(NAMESPACE)
-    available = True
+    error = _ext.load_variant("progan_ext._emu", NAMESPACE,
+                              "`PROGAN_EXT_EMULATE=1 pip install --no-build-isolation .`")
+    available = error is None
 
 
 def ops():

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib
 import json
 
 import torch
+
+from . import _ext
 
 __all__ = ["available", "error", "NAMESPACE", "ops", "trace", "Trace", "KernelTrace", "Totals"]
 
@@ -37,16 +38,9 @@ error: str | None = None
 
 def _load() -> None:
     global available, error
-    try:
-        importlib.import_module("progan_ext._emu_trace")
-    except ImportError as exc:
-        error = (f"progan_ext._emu_trace is not built ({exc}); build it with "
-                 "`PROGAN_EXT_CPU_ONLY=1 PROGAN_EXT_EMULATE=trace python setup.py build_ext --inplace`")
-        return
-    from . import opdefs
-
-    opdefs.register(NAMESPACE)
-    available = True
+    error = _ext.load_variant("progan_ext._emu_trace", NAMESPACE,
+                              "`PROGAN_EXT_CPU_ONLY=1 PROGAN_EXT_EMULATE=trace python setup.py build_ext --inplace`")
+    available = error is None
 
 
 def ops():

@@ -132,7 +132,8 @@ FAMILIES = [
            "~0.7 us loaded latency, assumed / 132 SMs = ~18 KB in flight per SM) needs 560-1100 "
            "threads per SM, so >= 50% occupancy (1024 threads) keeps the memory system busy."),
     Family("reductions (memory-bound)",
-           r"\b(pixel_norm_rows_kernel|stddev_partial_kernel|stddev_finish_kernel|stddev_grad_stat_kernel|"
+           r"\b(pixel_norm_rows_kernel|norm_pass_rows_kernel|norm_pass_planes_kernel|stddev_partial_kernel|"
+           r"stddev_finish_kernel|stddev_grad_stat_kernel|"
            r"stddev_grad_kernel|grad_weight_finish_kernel)<", 256, 50.0, False,
            "stream their input once like the elementwise kernels (same Little's-law argument, 50%); "
            "the block reductions add barriers, which more resident blocks also cover."),

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -123,51 +125,65 @@ def run_all(only: str | None, skipped: list[str]) -> list[Row]:
 
 
 # ---- floors ------------------------------------------------------------------------------------
-# kernel name prefix -> (least global sector efficiency, most shared wavefronts per ideal, why).
-# Floors: from what each kernel's access pattern should achieve. Where a kernel falls short today
-# the floor is its current value (a regression guard) and the note says "SHORT:" with the target;
-# those are issue 14's remaining fixes (docs/memory_access.md, "Falls short").
+@dataclasses.dataclass(frozen=True)
+class Floor:
+    efficiency: float  # least global sector efficiency (loads and stores together)
+    conflict: float    # most shared wavefronts per ideal wavefront
+    why: str
+    lanes: float = 0.0  # least active lanes per global request (of 32), where lanes can be kept busy
+
+
+# Kernel name prefix -> floor, from what each kernel's access pattern should achieve. Where a kernel
+# falls short today the floor is its current value (a regression guard) and the note says "SHORT:"
+# with the target (docs/memory_access.md, "Falls short").
 GOOD = "whole 32-byte sectors by construction"
-FLOORS: dict[str, tuple[float, float, str]] = {
-    "pixel_norm_planes_kernel": (
+FLOORS: dict[str, Floor] = {
+    "pixel_norm_planes_kernel": Floor(
         0.90, 1.0,
         "NCHW: lane i owns VEC adjacent pixels, so each channel's load and store is one contiguous run of "
         "32 x 16 bytes (two runs when a warp straddles two images): " + GOOD + "; no shared memory."),
-    "pixel_norm_rows_kernel<scalar_t, ": (
+    "pixel_norm_rows_kernel<scalar_t, ": Floor(
         0.90, 1.0,
-        "channels_last: a warp per pixel, lane l loads channels [VEC*l, VEC*l + VEC) of one contiguous row: "
-        + GOOD + ". At C = 16/32 only 2-8 lanes of 32 are active (issue slots, not sectors)."),
-    "lrelu_grad_kernel": (0.90, 1.0, "elementwise over the flat tensor, 16 bytes per lane: " + GOOD + "."),
-    "bias_act_kernel": (
-        0.60, 1.0,
-        "elementwise, 16 bytes per lane (100% in NCHW). SHORT in channels_last (62%): the per-element bias "
-        "loads; target 90% (load the bias as vectors, or keep it in registers per channel run)."),
-    "stddev_partial_kernel": (0.90, 1.0, "a block per (group, feature) reads contiguous planes: " + GOOD + "."),
-    "stddev_grad_kernel": (0.90, 1.0, "elementwise over x and grad: " + GOOD + " (92% in channels_last bf16: "
-                           "the extra channel shifts rows by one element)."),
-    "stddev_finish_kernel": (0.50, 1.0, "M x F values (2 here) by as many lanes: a single partial sector; bytes "
-                             "negligible."),
-    "stddev_fill_kernel": (0.05, 1.0, "writes the one stddev channel: in channels_last one element per pixel row "
-                           "(stride C + F), inherently a sector per lane; bytes negligible (0.1 B/out)."),
-    "stddev_grad_stat_kernel": (0.05, 1.0, "reads the stddev channel's gradient: in channels_last one element per "
-                                "pixel row, inherently strided; bytes negligible."),
-    "igemm::conv_igemm_kernel": (
+        "channels_last: a group of lanes per pixel (a warp from C/VEC >= 32, else the next power of two "
+        "above C/VEC, several pixels per warp), lane l loads vectors l, l + L, ... of one contiguous row: "
+        + GOOD + ", and all 32 lanes busy at every C that is a power of two (C = 16: 8 pixels per warp).",
+        lanes=31.9),
+    "lrelu_grad_kernel": Floor(0.90, 1.0, "elementwise over the flat tensor, 16 bytes per lane: " + GOOD + "."),
+    "bias_act_kernel": Floor(
+        0.90, 1.0,
+        "elementwise, 16 bytes per lane; the bias read per vector: one scalar in NCHW (a vector lies in "
+        "one channel), one 16-byte vector of VEC adjacent channels in channels_last (C % VEC == 0): "
+        + GOOD + "."),
+    "stddev_partial_kernel": Floor(0.90, 1.0, "a block per (group, feature) reads contiguous planes: " + GOOD + "."),
+    "stddev_grad_kernel": Floor(0.90, 1.0, "elementwise over x and grad: " + GOOD + " (92% in channels_last bf16: "
+                                "the extra channel shifts rows by one element)."),
+    "stddev_finish_kernel": Floor(0.50, 1.0, "M x F values (2 here) by as many lanes: a single partial sector; "
+                                  "bytes negligible."),
+    "stddev_fill_kernel": Floor(0.05, 1.0, "writes the one stddev channel: in channels_last one element per pixel "
+                                "row (stride C + F), inherently a sector per lane; bytes negligible (0.1 B/out)."),
+    "stddev_grad_stat_kernel": Floor(0.05, 1.0, "reads the stddev channel's gradient: in channels_last one element "
+                                     "per pixel row, inherently strided; bytes negligible."),
+    "igemm::conv_igemm_kernel": Floor(
         0.92, 1.9,
         "cp.async tile loads (16 bytes per lane) and epilogue stores: whole sectors. SHORT: the epilogue's "
         "shared-memory reads and writes (the C tile; WMMA accumulator stores modelled as 4 rows x 32 bytes "
         "per phase) reach 4-way conflicts in NCHW and in the up mode (1.6-1.9 wavefronts per ideal); the "
         "up mode's NCHW stores are 50% efficient (the output parities interleave: a warp's 4-byte stores "
-        "8 bytes apart; loads and stores together 93%); toRGB (Cout = 3) channels_last stores 80-89%. Target: at most 2-way, 90% stores."),
-    "pixel_norm_rows_kernel<scalar_t>": (
-        0.08, 1.0,
-        "the conv's separate norm pass (Cout > 64): 100% in NCHW. SHORT in channels_last (10-12%): a thread "
-        "per pixel walks its channels with stride 1 while the warp's lanes are C elements apart; target 90% "
-        "(a warp per pixel, as the pixel_norm op's row kernel)."),
-    "grad_weight_partial_kernel": (
+        "8 bytes apart; loads and stores together 93%); toRGB (Cout = 3) channels_last stores 80-89%. "
+        "Target: at most 2-way, 90% stores."),
+    "norm_pass_planes_kernel": Floor(
+        0.90, 1.0,
+        "the conv's separate norm pass (Cout > 64, or the simple path), NCHW: a thread per pixel, a warp's "
+        "lanes adjacent pixels, so each channel's access is one contiguous run: " + GOOD + "."),
+    "norm_pass_rows_kernel": Floor(
+        0.90, 1.0,
+        "the norm pass in channels_last: a group of lanes per pixel (a warp from Cout = 32) reads the "
+        "pixel's contiguous fp32 row and writes its output row: " + GOOD + "."),
+    "grad_weight_partial_kernel": Floor(
         0.10, 1.0,
         "simple grad-weight path (fp32): 100% in NCHW. SHORT in channels_last (13%): lanes walk pixels, "
         "C elements apart; target 90%."),
-    "grad_weight_finish_kernel": (0.90, 1.0, "sums the partial buffers, contiguous: " + GOOD + "."),
+    "grad_weight_finish_kernel": Floor(0.90, 1.0, "sums the partial buffers, contiguous: " + GOOD + "."),
 }
 
 
@@ -185,15 +201,97 @@ def check(rows: list[Row]) -> list[str]:
         f = floor_for(r.kernel.name)
         if f is None:
             continue
-        eff, conflict, _ = f
         k = r.kernel
-        if k.global_efficiency < eff - 1e-9:
-            failures.append(f"{r.case.op} {r.dtype} {r.layout} {k.name}: global efficiency "
-                            f"{k.global_efficiency:.1%} < floor {eff:.0%}")
-        if k.shared.conflict > conflict + 1e-9:
-            failures.append(f"{r.case.op} {r.dtype} {r.layout} {k.name}: shared wavefronts per ideal "
-                            f"{k.shared.conflict:.2f} > floor {conflict:.2f}")
+        where = f"{r.case.op} {r.dtype} {r.layout} {k.name}"
+        if k.global_efficiency < f.efficiency - 1e-9:
+            failures.append(f"{where}: global efficiency {k.global_efficiency:.1%} < floor {f.efficiency:.0%}")
+        if k.shared.conflict > f.conflict + 1e-9:
+            failures.append(f"{where}: shared wavefronts per ideal {k.shared.conflict:.2f} > floor {f.conflict:.2f}")
+        lanes = global_lanes(k)
+        if lanes < f.lanes - 1e-9:
+            failures.append(f"{where}: {lanes:.1f} active lanes per global request < floor {f.lanes:g}")
     return failures
+
+
+def global_lanes(k: memory_trace.KernelTrace) -> float:
+    """Active lanes per global request, loads and stores together."""
+    req = k.global_load.requests + k.global_store.requests
+    return (k.global_load.lanes + k.global_store.lanes) / req if req else 32.0
+
+
+# ---- before and after (issue 14, item 4) -------------------------------------------------------
+# The "before" numbers are a committed measurement (BASELINE, written by --save-baseline from the
+# kernels as they were before the fixes); the "after" numbers are this run's.
+BASELINE = ROOT / "docs" / "memory_access_baseline.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Fix:
+    title: str
+    before: str  # kernel name prefix in the baseline
+    after: str   # kernel name prefix now
+
+
+FIXES = [
+    Fix("pixel_norm, channels_last: a lane group per pixel, several pixels per warp at small C "
+        "(was a warp per pixel: 2-8 of 32 lanes busy at C = 16)",
+        "pixel_norm_rows_kernel<scalar_t, ", "pixel_norm_rows_kernel<scalar_t, "),
+    Fix("bias_act, channels_last: the bias read as 16-byte vectors of VEC channels (was VEC scalar "
+        "loads per lane, each touching its own sector)", "bias_act_kernel", "bias_act_kernel"),
+    Fix("the conv's norm pass, channels_last: a lane group per pixel over its contiguous row (was a "
+        "thread per pixel, lanes C elements apart)", "pixel_norm_rows_kernel<scalar_t>", "norm_pass_"),
+]
+
+
+def measurement(r: Row) -> dict:
+    k = r.kernel
+    return {"op": r.case.op, "layer": r.case.layer, "dtype": r.dtype, "layout": r.layout, "kernel": k.name,
+            "load": pct(k.global_load), "store": pct(k.global_store), "efficiency": k.global_efficiency,
+            "lanes": global_lanes(k), "shared_conflict": k.shared.conflict, "bytes_per_output": r.bytes_per_output}
+
+
+def save_baseline(rows: list[Row], path: Path) -> None:
+    def git(*a):
+        return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    doc = {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--", "csrc")),
+           "date": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime()), "torch": torch.__version__,
+           "command": "python tools/memory_report.py --save-baseline " + str(path.relative_to(ROOT)),
+           "rows": [measurement(r) for r in rows]}
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+
+
+def before_after(rows: list[Row], baseline: dict | None) -> list[str]:
+    if not baseline:
+        return []
+    out = ["", "## Before and after the fixes (issue 14, item 4)", "",
+           f"Before: `{baseline['command']}` at commit {baseline['commit'][:10]}"
+           f"{' (csrc modified)' if baseline['dirty'] else ''}, {baseline['date']}, torch {baseline['torch']} "
+           f"(committed as {BASELINE.relative_to(ROOT)}); after: this run. Global load / store as in the "
+           "tables above; lanes: active lanes per global request (of 32).", ""]
+    now = {}
+    for r in rows:
+        now.setdefault((r.case.op, r.case.layer, r.dtype, r.layout), []).append(measurement(r))
+    for fix in FIXES:
+        out += [f"**{fix.title}**", "",
+                "| op, layer | dtype | layout | kernel | global load | global store | lanes | bytes/out |",
+                "|---|---|---|---|---|---|---|---|"]
+        for b in baseline["rows"]:
+            if not b["kernel"].startswith(fix.before):
+                continue
+            key = (b["op"], b["layer"], b["dtype"], b["layout"])
+            after = [m for m in now.get(key, []) if m["kernel"].startswith(fix.after)]
+            if not after:
+                out.append(f"| {b['op']}, {b['layer']} | {b['dtype']} | {b['layout']} | `{b['kernel']}` | "
+                           f"{b['load']} -> not measured | {b['store']} -> not measured | {b['lanes']:.0f} | "
+                           f"{b['bytes_per_output']:.1f} |")
+                continue
+            a = after[0]
+            name = f"`{b['kernel']}`" + ("" if a["kernel"] == b["kernel"] else f" -> `{a['kernel']}`")
+            out.append(f"| {b['op']}, {b['layer']} | {b['dtype']} | {b['layout']} | {name} | {b['load']} -> "
+                       f"{a['load']} | {b['store']} -> {a['store']} | {b['lanes']:.0f} -> {a['lanes']:.0f} | "
+                       f"{b['bytes_per_output']:.1f} -> {a['bytes_per_output']:.1f} |")
+        out.append("")
+    return out
 
 
 # ---- the document ------------------------------------------------------------------------------
@@ -205,7 +303,7 @@ def conflict(t: memory_trace.Totals) -> str:
     return f"{t.conflict:.2f} / {t.max_degree}" if t.requests else "-"
 
 
-def markdown(rows: list[Row], failures: list[str], skipped: list[str]) -> str:
+def markdown(rows: list[Row], failures: list[str], skipped: list[str], baseline: dict | None) -> str:
     lines = [
         "# Memory access efficiency of the CUDA kernels (measured without a GPU)",
         "",
@@ -229,16 +327,18 @@ def markdown(rows: list[Row], failures: list[str], skipped: list[str]) -> str:
                       "|---|---|---|---|---|---|---|---|---|---|"]
         k = r.kernel
         f = floor_for(k.name)
-        floor = f"{f[0]:.0%}, {f[1]:.1f}" if f else "-"
+        floor = (f"{f.efficiency:.0%}, {f.conflict:.1f}" + (f", {f.lanes:g} lanes" if f.lanes else "")) if f else "-"
         lines.append(f"| {r.case.layer} {list(r.case.shape)} | {r.dtype} | {r.layout} | `{k.name}` | "
                      f"{pct(k.global_load)} | {pct(k.global_store)} | {conflict(k.shared_load)} | "
                      f"{conflict(k.shared_store)} | {r.bytes_per_output:.1f} | {floor} |")
     lines += ["", "## Floors", "",
               "| kernel | least global efficiency | most shared wavefronts per ideal | why |", "|---|---|---|---|"]
-    for prefix, (eff, c, why) in FLOORS.items():
-        lines.append(f"| `{prefix}` | {eff:.0%} | {c:.1f} | {why} |")
+    for prefix, f in FLOORS.items():
+        lanes = f" (and >= {f.lanes:g} active lanes per request)" if f.lanes else ""
+        lines.append(f"| `{prefix}` | {f.efficiency:.0%}{lanes} | {f.conflict:.1f} | {f.why} |")
+    lines += before_after(rows, baseline)
     lines += ["", "## Falls short (issue 14, item 4: not fixed yet)", ""]
-    lines += [f"- `{prefix}`: {why[why.index('SHORT'):]}" for prefix, (_, _, why) in FLOORS.items() if "SHORT" in why]
+    lines += [f"- `{prefix}`: {f.why[f.why.index('SHORT'):]}" for prefix, f in FLOORS.items() if "SHORT" in f.why]
     lines += ["", "Kernels without a floor: `kernel` is the bf16 grad-weight igemm (launched through a function",
               "pointer, so its launch names it `kernel`)."]
     lines += ["", "## Check", ""]
@@ -252,6 +352,9 @@ def main(argv=None) -> int:
     p.add_argument("--check", action="store_true", help="only check the floors; do not write the document")
     p.add_argument("--out", default=str(ROOT / "docs" / "memory_access.md"))
     p.add_argument("--only", help="only the cases whose op contains this text")
+    p.add_argument("--save-baseline", metavar="JSON",
+                   help="also write this run's measurements as the 'before' of the before/after section "
+                        f"(the committed one is {BASELINE.relative_to(ROOT)})")
     args = p.parse_args(argv)
     if not memory_trace.available:
         print(memory_trace.error, file=sys.stderr)
@@ -260,8 +363,12 @@ def main(argv=None) -> int:
     skipped: list[str] = []
     rows = run_all(args.only, skipped)
     failures = check(rows) + [f"not measured, the build lacks its kernels: {s}" for s in sorted(set(skipped))]
+    if args.save_baseline:
+        save_baseline(rows, Path(args.save_baseline).resolve())
+        print(f"wrote {args.save_baseline}")
     if not args.check:
-        Path(args.out).write_text(markdown(rows, failures, sorted(set(skipped))))
+        baseline = json.loads(BASELINE.read_text()) if BASELINE.exists() and not args.only else None
+        Path(args.out).write_text(markdown(rows, failures, sorted(set(skipped)), baseline))
         print(f"wrote {args.out}")
     for f in failures:
         print("FLOOR FAILED:", f)

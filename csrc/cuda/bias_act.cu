@@ -18,23 +18,43 @@ namespace {
 
 constexpr int kThreads = 256;
 
+// bias_vec (channels innermost, VEC > 1): C % VEC == 0 and bias 16-byte aligned, so a vector's
+// channels are the VEC adjacent bias values c..c+VEC-1, read with one 16-byte load (a warp's bias
+// loads are then as wide as its x loads, instead of VEC scalar loads each touching a sector).
 template <typename scalar_t, int VEC, bool kChannelsInner>
 __global__ void bias_act_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ bias,
-                                scalar_t* __restrict__ y, int64_t numel, int64_t C, int64_t inner, bool lrelu,
-                                acc_t<scalar_t> alpha) {
+                                scalar_t* __restrict__ y, int64_t numel, int64_t C, int64_t inner, bool bias_vec,
+                                bool lrelu, acc_t<scalar_t> alpha) {
   using T = acc_t<scalar_t>;
   const int64_t vectors = numel / VEC;  // VEC divides numel on the vector path
   for (int64_t v = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; v < vectors; v += int64_t(gridDim.x) * blockDim.x) {
     const int64_t i = v * VEC;
     auto xv = load_vec<scalar_t, VEC>(x + i);
-    int64_t c = kChannelsInner ? i % C : (i / inner) % C;
+    T b[VEC] = {};  // the bias of each element's channel
+    if (bias) {
+      int64_t c = kChannelsInner ? i % C : (i / inner) % C;
+      if (kChannelsInner && VEC > 1 && bias_vec) {
+        const auto bv = load_vec<scalar_t, VEC>(bias + c);
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) b[k] = static_cast<T>(bv.v[k]);
+      } else if (kChannelsInner) {
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) {
+          b[k] = static_cast<T>(bias[c]);
+          if (++c == C) c = 0;  // channels repeat every C elements
+        }
+      } else {
+        const T bc = static_cast<T>(bias[c]);  // NCHW: a vector lies in one channel
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) b[k] = bc;
+      }
+    }
 #pragma unroll
     for (int k = 0; k < VEC; ++k) {
       T z = static_cast<T>(xv.v[k]);
-      if (bias) z += static_cast<T>(bias[c]);
+      if (bias) z += b[k];  // no bias: x unchanged (keeps -0 for act="linear")
       if (lrelu) z = leaky_relu(z, alpha);
       xv.v[k] = static_cast<scalar_t>(z);
-      if (kChannelsInner && ++c == C) c = 0;  // channels repeat every C elements
     }
     store_vec(y + i, xv);
   }
@@ -70,11 +90,12 @@ void launch_bias_act(const at::Tensor& x, const at::Tensor& bias, at::Tensor& y,
   const cudaStream_t stream = current_stream();
   // A vector must not straddle channels (NCHW) and numel must split into whole vectors.
   const bool vec_ok = aligned16(xp) && aligned16(yp) && numel % V == 0 && (channels_inner || inner % V == 0);
+  const bool bias_vec = bp != nullptr && aligned16(bp) && C % V == 0;
   const auto launch = [&](auto vec_tag, auto inner_tag) {
     constexpr int VV = decltype(vec_tag)::value;
     constexpr bool CI = decltype(inner_tag)::value;
     PROGAN_LAUNCH((bias_act_kernel<scalar_t, VV, CI>), grid_for(numel / VV, kThreads), kThreads, 0, stream, xp, bp,
-                  yp, numel, C, inner, lrelu, a);
+                  yp, numel, C, inner, bias_vec, lrelu, a);
   };
   using One = std::integral_constant<int, 1>;
   using Wide = std::integral_constant<int, V>;

@@ -128,11 +128,18 @@ at::Tensor conv_forward_impl(const at::Tensor& x_in, const at::Tensor& weight, c
   auto norm_pass = [&](const at::Tensor& pre) {
     PROGAN_DISPATCH_FLOATING_TYPES(y.scalar_type(), "conv_pixel_norm_cuda", [&] {
       const int64_t pixels = g.N * g.Ho * g.Wo;
+      const auto* pp = pre.const_data_ptr<acc_t<scalar_t>>();
+      auto* yp = y.mutable_data_ptr<scalar_t>();
+      auto* rp = inv_norm != nullptr ? inv_norm->mutable_data_ptr<acc_t<scalar_t>>() : nullptr;
       record_kernel_path("conv.norm_pass");
-      PROGAN_LAUNCH(pixel_norm_rows_kernel<scalar_t>, blocks_for(pixels, 256), 256, 0, stream,
-                    pre.const_data_ptr<acc_t<scalar_t>>(), y.mutable_data_ptr<scalar_t>(),
-                    inv_norm != nullptr ? inv_norm->mutable_data_ptr<acc_t<scalar_t>>() : nullptr, g.N, g.Cout,
-                    g.Ho * g.Wo, cl);
+      if (cl) {
+        const int lanes = lanes_per_row(g.Cout);
+        PROGAN_LAUNCH(norm_pass_rows_kernel<scalar_t>, blocks_for(ceil_div(pixels, 32 / lanes), 256 / 32), 256, 0,
+                      stream, pp, yp, rp, pixels, g.Cout, lanes);
+      } else {
+        PROGAN_LAUNCH(norm_pass_planes_kernel<scalar_t>, blocks_for(pixels, 256), 256, 0, stream, pp, yp, rp, g.N,
+                      g.Cout, g.Ho * g.Wo);
+      }
     });
   };
 

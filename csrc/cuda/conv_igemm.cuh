@@ -28,7 +28,7 @@
 //      ProGAN layers (Cout 16..64), where the fused pixel norm is then done inside the tile.
 //    Epilogue: bias + leaky ReLU in fp32, then pixel norm in-tile when Cout <= BN (one block holds
 //    every channel of its pixels); when Cout > BN the pre-norm fp32 values go to a workspace and a
-//    second pass (pixel_norm_rows_kernel) normalizes each pixel in a fixed order (deterministic,
+//    second pass (norm_pass_*_kernel, conv_simple.cuh) normalizes each pixel in a fixed order (deterministic,
 //    no atomics).
 //  * float32 without TF32 and float64 take the simple path.
 // conv2d_resample_grad_weight: grad_w[co,ci,ky,kx] = scale * sum_{n,pixels} g * patch.

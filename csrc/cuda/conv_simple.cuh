@@ -12,7 +12,7 @@ namespace cuda {
 // One thread per output element, e in [0, N*Cout*Ho*Wo), e enumerating the output in ITS memory
 // order (so stores are coalesced and y[e] is the element's address). w: W_eff in acc_t,
 // [P][Cout][Cin][kt][kt] contiguous. If `pre` is non-null the fp32/fp64 pre-norm value goes there
-// (same order as y) and y is written later by pixel_norm_rows_kernel.
+// (same order as y) and y is written later by the norm pass (norm_pass_*_kernel).
 template <typename T, ConvMode M>
 __global__ void conv_simple_kernel(const T* __restrict__ x, const acc_t<T>* __restrict__ w,
                                    const T* __restrict__ bias, T* __restrict__ y, acc_t<T>* __restrict__ pre,
@@ -58,27 +58,52 @@ __global__ void conv_simple_kernel(const T* __restrict__ x, const acc_t<T>* __re
   }
 }
 
-// Pixel norm over the Cout channels of each output pixel, reading the pre-norm values `pre`
-// (laid out like y) and writing y. One thread per pixel, channels summed in order 0..C-1
-// (deterministic). y = v * rsqrt(mean_c v^2 + 1e-8); rnorm[p] = that rsqrt when rnorm is given.
+// The norm pass: pixel norm over the Cout channels of each output pixel, reading the pre-norm
+// values `pre` (acc_t, laid out like y) and writing y = v * r, r = rsqrt(mean_c v^2 + 1e-8), and
+// rnorm[p] = r when rnorm is given. Two layouts, two kernels, both reading whole sectors:
+//  * NCHW: one thread per pixel walks the channels in order 0..C-1; a warp's lanes are adjacent
+//    pixels, so each channel's access is one contiguous run.
+//  * channels_last: a pixel's channels are one contiguous row; a group of `lanes` lanes per pixel
+//    (lanes_per_row(C): a warp from C = 32 up) strides over it, the sum is a group_sum.
+// Both sum in a fixed order (deterministic).
 template <typename T>
-__global__ void pixel_norm_rows_kernel(const acc_t<T>* __restrict__ pre, T* __restrict__ y,
-                                       acc_t<T>* __restrict__ rnorm, int64_t N, int64_t C, int64_t S,
-                                       bool channels_last) {
+__global__ void norm_pass_planes_kernel(const acc_t<T>* __restrict__ pre, T* __restrict__ y,
+                                        acc_t<T>* __restrict__ rnorm, int64_t N, int64_t C, int64_t S) {
   using acc = acc_t<T>;
   for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < N * S;
        p += int64_t(gridDim.x) * blockDim.x) {
-    // Offset of channel 0 of pixel p and the channel stride, per layout.
-    const int64_t base = channels_last ? p * C : (p / S) * C * S + p % S;
-    const int64_t cs = channels_last ? 1 : S;
+    const int64_t base = (p / S) * C * S + p % S;  // channel 0 of pixel p
     acc ss = acc(0);
     for (int64_t c = 0; c < C; ++c) {
-      const acc v = pre[base + c * cs];
+      const acc v = pre[base + c * S];
       ss += v * v;
     }
     const acc r = acc(1) / sqrt(ss / acc(C) + acc(1e-8));
     if (rnorm != nullptr) rnorm[p] = r;
-    for (int64_t c = 0; c < C; ++c) y[base + c * cs] = static_cast<T>(pre[base + c * cs] * r);
+    for (int64_t c = 0; c < C; ++c) y[base + c * S] = static_cast<T>(pre[base + c * S] * r);
+  }
+}
+
+template <typename T>
+__global__ void norm_pass_rows_kernel(const acc_t<T>* __restrict__ pre, T* __restrict__ y,
+                                      acc_t<T>* __restrict__ rnorm, int64_t pixels, int64_t C, int lanes) {
+  using acc = acc_t<T>;
+  const int lane = threadIdx.x % 32, sub = lane % lanes, per_warp = 32 / lanes;
+  const int64_t warps_total = int64_t(gridDim.x) * (blockDim.x / 32);
+  // The loop bound is uniform over the warp: every lane reaches the shuffles of group_sum.
+  for (int64_t p0 = (int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32) * per_warp; p0 < pixels;
+       p0 += warps_total * per_warp) {
+    const int64_t p = p0 + lane / lanes;
+    const bool valid = p < pixels;
+    acc ss = acc(0);
+    for (int64_t c = sub; valid && c < C; c += lanes) {
+      const acc v = pre[p * C + c];
+      ss += v * v;
+    }
+    ss = group_sum(ss, lanes);
+    const acc r = acc(1) / sqrt(ss / acc(C) + acc(1e-8));
+    if (valid && sub == 0 && rnorm != nullptr) rnorm[p] = r;
+    for (int64_t c = sub; valid && c < C; c += lanes) y[p * C + c] = static_cast<T>(pre[p * C + c] * r);
   }
 }
 

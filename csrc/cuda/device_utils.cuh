@@ -48,6 +48,22 @@ __device__ __forceinline__ T warp_sum(T v) {
   return v;
 }
 
+// Sum over each aligned group of `lanes` lanes (a power of two <= 32) of a full warp, every lane
+// getting its group's sum; a fixed xor-butterfly order (deterministic). All 32 lanes must call it.
+template <typename T>
+__device__ __forceinline__ T group_sum(T v, int lanes) {
+  for (int offset = lanes / 2; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+// Lanes per row for rows of `items` items walked by a lane group (group_sum): the next power of
+// two, at most a warp, so that small rows share a warp instead of leaving lanes idle.
+inline int lanes_per_row(int64_t items) {
+  int lanes = 1;
+  while (lanes < 32 && lanes < items) lanes *= 2;
+  return lanes;
+}
+
 // Sum over the block, in a fixed order (deterministic). `scratch` holds >= 32 values; every
 // thread of the block must call it (blockDim.x a multiple of 32: warp_sum's full mask); all
 // threads get the result.

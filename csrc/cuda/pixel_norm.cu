@@ -2,9 +2,11 @@
 //   gx = r*g - r^3 * x * mean_c(g*x).
 //
 // Two memory layouts, two kernels:
-//  * channels inner (channels_last or rank 2): a pixel's C values are contiguous. One warp per
-//    pixel: lanes stride over the channels (16-byte vectors when C and the base are aligned),
-//    the sums are warp reductions, then the warp rescales the same row (an L1/L2 hit).
+//  * channels inner (channels_last or rank 2): a pixel's C values are contiguous. A group of
+//    lanes per pixel (a whole warp for C >= 32 VECs, fewer for small C so that a warp covers
+//    several pixels): lanes stride over the channels (16-byte vectors when C and the base are
+//    aligned), the sums are shuffle reductions in the group, then the group rescales the same row
+//    (an L1/L2 hit).
 //  * NCHW: channel c of a pixel sits S = H*W elements after channel c-1. One thread owns VEC
 //    adjacent pixels of one image and walks the channels, so a warp reads 32*VEC adjacent
 //    elements per channel (coalesced); the rescale pass walks the channels again.
@@ -33,17 +35,29 @@ struct Coeffs {
   }
 };
 
-// ---- channels innermost: one warp per pixel -----------------------------------------------------
+// ---- channels innermost: a group of L lanes per pixel ---------------------------------------------
+// L (a power of two, 1..32) is the fewest lanes that cover a row of C/VEC vectors in one step,
+// capped at a warp, so a warp normalizes 32/L adjacent pixels at once: at C = 16 (fp32, VEC 4)
+// four lanes per pixel and eight pixels per warp keep every lane busy and make each warp-wide
+// access one contiguous run. The sums are xor-shuffle reductions inside each group (fixed order:
+// deterministic). The loop bound is uniform over the warp (pixels past the end take part in the
+// shuffles with zeros), so the full-mask shuffles always find all 32 lanes.
 template <typename scalar_t, int VEC, bool kBackward>
 __global__ void pixel_norm_rows_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ g,
-                                       scalar_t* __restrict__ out, int64_t pixels, int64_t C, acc_t<scalar_t> eps) {
+                                       scalar_t* __restrict__ out, int64_t pixels, int64_t C, int lanes,
+                                       acc_t<scalar_t> eps) {
   using T = acc_t<scalar_t>;
   const int lane = threadIdx.x % 32;
+  const int sub = lane % lanes;                      // lane within its pixel's group
+  const int per_warp = 32 / lanes;                   // pixels per warp and step
   const int64_t warps_total = int64_t(gridDim.x) * (blockDim.x / 32);
-  for (int64_t p = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32; p < pixels; p += warps_total) {
+  for (int64_t p0 = (int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32) * per_warp; p0 < pixels;
+       p0 += warps_total * per_warp) {
+    const int64_t p = p0 + lane / lanes;
+    const bool valid = p < pixels;
     const int64_t base = p * C;  // VEC > 1 only when C % VEC == 0 and x is 16-byte aligned
     T sxx = 0, sgx = 0;
-    for (int64_t c = int64_t(lane) * VEC; c < C; c += 32 * VEC) {
+    for (int64_t c = int64_t(sub) * VEC; valid && c < C; c += int64_t(lanes) * VEC) {
       const auto xv = load_vec<scalar_t, VEC>(x + base + c);
 #pragma unroll
       for (int k = 0; k < VEC; ++k) {
@@ -56,10 +70,10 @@ __global__ void pixel_norm_rows_kernel(const scalar_t* __restrict__ x, const sca
         for (int k = 0; k < VEC; ++k) sgx += static_cast<T>(gv.v[k]) * static_cast<T>(xv.v[k]);
       }
     }
-    sxx = warp_sum(sxx);
-    if constexpr (kBackward) sgx = warp_sum(sgx);
+    sxx = group_sum(sxx, lanes);
+    if constexpr (kBackward) sgx = group_sum(sgx, lanes);
     const auto co = Coeffs<T, kBackward>::make(sxx, sgx, C, eps);
-    for (int64_t c = int64_t(lane) * VEC; c < C; c += 32 * VEC) {
+    for (int64_t c = int64_t(sub) * VEC; valid && c < C; c += int64_t(lanes) * VEC) {
       const auto xv = load_vec<scalar_t, VEC>(x + base + c);
       Vec<scalar_t, VEC> ov;
       if constexpr (kBackward) {
@@ -132,15 +146,17 @@ void launch_pixel_norm(const at::Tensor& x, const at::Tensor* g, at::Tensor& out
   const bool rows = x.dim() == 2 || layout_of(x) == at::MemoryFormat::ChannelsLast;
   if (rows) {
     const int64_t pixels = N * S;
-    const unsigned blocks = grid_for(pixels, kThreads / 32);
-    if (ptrs_aligned && C % V == 0) {
+    const bool vec = ptrs_aligned && C % V == 0;
+    const int lanes = lanes_per_row(vec ? C / V : C);
+    const unsigned blocks = grid_for(ceil_div(pixels, 32 / lanes), kThreads / 32);
+    if (vec) {
       record_kernel_path("pixel_norm.rows_vec");
       PROGAN_LAUNCH((pixel_norm_rows_kernel<scalar_t, V, kBackward>), blocks, kThreads, 0, stream, xp, gp, op, pixels,
-                    C, e);
+                    C, lanes, e);
     } else {
       record_kernel_path("pixel_norm.rows");
       PROGAN_LAUNCH((pixel_norm_rows_kernel<scalar_t, 1, kBackward>), blocks, kThreads, 0, stream, xp, gp, op, pixels,
-                    C, e);
+                    C, lanes, e);
     }
   } else if (ptrs_aligned && S % V == 0) {
     record_kernel_path("pixel_norm.planes_vec");
