@@ -168,3 +168,26 @@ def test_entry_points_when_installed():
                              env=dict(os.environ, PYTHONWARNINGS="ignore"))
         assert res.returncode == 0, res.stderr
         assert res.stdout.startswith(f"usage: {name} "), res.stdout[:200]
+
+
+# ---- optional builds of the kernels (progan_ext._emu, progan_ext._emu_trace) -------------------
+def test_stale_emulated_module_is_refused_without_loading(monkeypatch):
+    # A variant built from other csrc/ sources would run old kernels: refused before import.
+    monkeypatch.setattr(_ext, "_read_build_info", lambda folder: {"module_digests": {"progan_ext._no_such": "0" * 64}})
+    why = _ext.load_variant("progan_ext._no_such", "progan_ext_no_such", "`the build command`")
+    assert "stale build" in why and "`the build command`" in why
+    assert "progan_ext._no_such" not in sys.modules
+
+
+def test_current_emulated_module_that_is_absent_names_the_command(monkeypatch):
+    current = sources_digest(REPO / "csrc")
+    monkeypatch.setattr(_ext, "_read_build_info", lambda folder: {"module_digests": {"progan_ext._no_such": current}})
+    why = _ext.load_variant("progan_ext._no_such", "progan_ext_no_such", "`the build command`")
+    assert "is not built" in why and "`the build command`" in why
+
+
+def test_module_lacking_ops_is_refused_instead_of_crashing(monkeypatch):
+    # No digest recorded (a build that predates them): the ops its namespace lacks decide.
+    monkeypatch.setattr(_ext, "_read_build_info", lambda folder: {})
+    why = _ext.load_variant("json", "progan_ext_no_such", "`the build command`")
+    assert "lacks the ops ['pixel_norm'," in why and "`the build command`" in why
