@@ -19,8 +19,10 @@
 //      double buffered (2 stages). Each thread issues 2 A copies (rows tid/4 and tid/4+64, chunk
 //      tid%4) and 1 B copy per K step.
 //      smem (2 stages): A 2 x 128 x 80 B = 20480 B, B 2 x 32 x 144 B = 9216 B (halves) or
-//      2 x 16 x 272 B = 8704 B (floats); the epilogue reuses the buffer for a 128 x (64+4) fp32
-//      tile = 34816 B -> 34816 B static (< 48 KB).
+//      2 x 16 x 272 B = 8704 B (floats); the epilogue reuses the buffer for the fp32 C tile,
+//      row-major 128 x (64+4) for channels_last output, column-major 64 x (128+4) for NCHW (the
+//      stores' walking order either way, so the epilogue's shared accesses are conflict-free)
+//      = 34816 B -> 34816 B static (< 48 KB).
 //      Row pads (+16 B) shift consecutive rows by 16 B mod 128 B so that fragment loads of 8 rows
 //      spread over the banks; they also keep every WMMA pointer 32-byte aligned (Tile asserts).
 //      Why these tiles: 128x64 gives each warp a 32x32 sub-tile (4 MMAs per 4 fragment loads) and
@@ -53,8 +55,9 @@ namespace cuda {
 namespace igemm {
 
 constexpr int kBM = 128, kBN = 64, kThreads = 256;
-constexpr int kLdC = kBN + 4;           // floats per smem C row (272 B)
-constexpr int kSmemC = kBM * kLdC * 4;  // epilogue tile, bytes
+constexpr int kLdC = kBN + 4;           // floats per smem C row, channels_last output (272 B)
+constexpr int kLdCT = kBM + 4;          // floats per smem C column, NCHW output (528 B)
+constexpr int kSmemC = (kBM * kLdC > kBN * kLdCT ? kBM * kLdC : kBN * kLdCT) * 4;  // epilogue tile, bytes
 
 // Tile geometry per element type T (2-byte half/bfloat16 or 4-byte float). A K step is 64 bytes
 // of channels (32 halves / 16 floats), so in both cases an A row is 4 copies of 16 B and the
@@ -130,7 +133,7 @@ conv_igemm_kernel(const T* __restrict__ x, const T* __restrict__ wt, const float
   PROGAN_SHARED_ALIGNED(unsigned char, smem, TL::kSmemBytes, 128);
   T* sA = reinterpret_cast<T*>(smem);                 // [2][BM][kLdA]
   T* sB = reinterpret_cast<T*>(smem) + 2 * kStageA;   // [2][BK][kLdB]
-  float* sC = reinterpret_cast<float*>(smem);         // [BM][kLdC], after the main loop
+  float* sC = reinterpret_cast<float*>(smem);         // [BM][kLdC] or [BN][kLdCT], after the main loop
 
   const ConvGeom& g = p.g;
   const int tid = threadIdx.x, warp = tid / 32;
@@ -244,38 +247,66 @@ conv_igemm_kernel(const T* __restrict__ x, const T* __restrict__ wt, const float
   }
 
   // ---- epilogue: accumulators -> sC (the A/B buffers are free: last barrier above) ----------
+  // The C tile is laid out the way the stores walk it, so that every pass over it reads
+  // consecutive words across a warp (no bank conflicts): channels_last row-major [BM][kLdC]
+  // (lanes on adjacent channels of a pixel), NCHW column-major [BN][kLdCT] (lanes on adjacent
+  // pixels of a channel).
+  const bool col = !p.out_cl;
+  const auto at = [col](int r, int c) { return col ? c * kLdCT + r : r * kLdC + c; };
 #pragma unroll
   for (int i = 0; i < 2; ++i)
 #pragma unroll
-    for (int j = 0; j < 2; ++j)  // (wm+16i)*272 B and (wn+16j)*4 B are multiples of 32 B
-      wmma::store_matrix_sync(sC + (wm + 16 * i) * kLdC + wn + 16 * j, acc[i][j], kLdC, wmma::mem_row_major);
+    for (int j = 0; j < 2; ++j) {  // (wm+16i)*272 B, (wn+16j)*4 B; (wn+16j)*528 B, (wm+16i)*4 B: 32 B multiples
+      if (col)
+        wmma::store_matrix_sync(sC + at(wm + 16 * i, wn + 16 * j), acc[i][j], kLdCT, wmma::mem_col_major);
+      else
+        wmma::store_matrix_sync(sC + at(wm + 16 * i, wn + 16 * j), acc[i][j], kLdC, wmma::mem_row_major);
+    }
   __syncthreads();
 
-  // bias + activation in place; columns >= Cout are left untouched (never stored).
+  // bias + activation in place; columns >= Cout are left untouched (never stored). Element e
+  // walks the tile in its memory order.
   const int64_t ncols = g.Cout - n0 < kBN ? g.Cout - n0 : kBN;
   for (int e = tid; e < kBM * kBN; e += kThreads) {
-    const int r = e / kBN, c = e % kBN;
+    const int r = col ? e % kBM : e / kBN, c = col ? e / kBM : e % kBN;
     if (c < ncols) {
-      float v = sC[r * kLdC + c];
+      float v = sC[at(r, c)];
       if (bias != nullptr) v += bias[n0 + c];
-      sC[r * kLdC + c] = p.lrelu ? leaky_relu(v, p.alpha) : v;
+      sC[at(r, c)] = p.lrelu ? leaky_relu(v, p.alpha) : v;
     }
   }
   __syncthreads();
   if (p.norm_in_tile) {
-    // Cout <= BN and n0 == 0: this row holds all channels of its pixel. One thread per row sums
-    // in channel order (deterministic), then scales the row. kBM <= kThreads.
-    static_assert(kBM <= kThreads, "one thread per row");
-    if (tid < kBM) {
-      float ss = 0.f;
-      for (int c = 0; c < ncols; ++c) ss += sC[tid * kLdC + c] * sC[tid * kLdC + c];
+    // Cout <= BN and n0 == 0: row r holds every channel of its pixel. Sums in a fixed order
+    // (deterministic). NCHW (column-major): a thread per row walks its channels, a warp's lanes
+    // on adjacent rows. channels_last (row-major): a warp per row, lanes on adjacent channels,
+    // then warp_sum; each warp takes kBM / 8 rows.
+    const auto finish = [&](int row, float ss, bool write_r) {
       const float r = rsqrtf(ss / float(g.Cout) + 1e-8f);
-      for (int c = 0; c < ncols; ++c) sC[tid * kLdC + c] *= r;
-      const int64_t m = m0 + tid;
-      if (rnorm != nullptr && m < p.Mp) {  // pixel (n, oy, ox) of row m, as in out_offset below
+      const int64_t m = m0 + row;
+      if (write_r && rnorm != nullptr && m < p.Mp) {  // pixel (n, oy, ox) of row m, as in out_offset below
         const int64_t qx = m % p.Wp, qy = (m / p.Wp) % p.Hp, n = m / (p.Wp * p.Hp);
         const int64_t oy = M == ConvMode::Up ? 2 * qy + py : qy, ox = M == ConvMode::Up ? 2 * qx + px : qx;
         rnorm[(n * g.Ho + oy) * g.Wo + ox] = r;
+      }
+      return r;
+    };
+    static_assert(kBM <= kThreads && kBN == 64 && kBM % (kThreads / 32) == 0, "norm work split");
+    if (col) {
+      if (tid < kBM) {
+        float ss = 0.f;
+        for (int c = 0; c < ncols; ++c) ss += sC[at(tid, c)] * sC[at(tid, c)];
+        const float r = finish(tid, ss, true);
+        for (int c = 0; c < ncols; ++c) sC[at(tid, c)] *= r;
+      }
+    } else {
+      const int lane = tid % 32;
+      for (int row = warp * (kBM / 8); row < (warp + 1) * (kBM / 8); ++row) {
+        const float v0 = lane < ncols ? sC[at(row, lane)] : 0.f;
+        const float v1 = lane + 32 < ncols ? sC[at(row, lane + 32)] : 0.f;
+        const float r = finish(row, warp_sum(v0 * v0 + v1 * v1), lane == 0);
+        if (lane < ncols) sC[at(row, lane)] = v0 * r;
+        if (lane + 32 < ncols) sC[at(row, lane + 32)] = v1 * r;
       }
     }
     __syncthreads();
@@ -296,7 +327,7 @@ conv_igemm_kernel(const T* __restrict__ x, const T* __restrict__ wt, const float
     const int64_t m = m0 + r;
     if (m < p.Mp && c < ncols) {
       const int64_t o = out_offset(m, n0 + c);
-      const float v = sC[r * kLdC + c];
+      const float v = sC[at(r, c)];
       if (pre != nullptr) pre[o] = v;
       else y[o] = static_cast<T>(v);
     }
