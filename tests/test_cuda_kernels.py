@@ -81,8 +81,10 @@ CONV_CASES = [
     ("same", "tf32", "nchw", 1, 1, 1, 16, 64, True, {"conv.igemm_tf32", "conv.norm_in_tile"}),
     ("same", torch.float32, "channels_last", 3, 3, 5, 8, 16, True, {"conv.simple", "conv.norm_pass"}),
     ("same", torch.float64, "noncontig", 1, 17, 9, 3, 3, False, {"conv.simple"}),
-    ("same", torch.bfloat16, "nchw", 1, 3, 5, 3, 16, False, {"conv.simple"}),       # Cin % 8 != 0
-    ("same", torch.bfloat16, "nchw", 1, 3, 3, 513, 16, True, {"conv.simple", "conv.norm_pass"}),
+    # Cin % 8 != 0 (fromRGB's 3, the D 4x4 block's 513): zero-padded to the vector width
+    ("same", torch.bfloat16, "nchw", 1, 3, 5, 3, 16, False, {"conv.igemm", "conv.cin_padded"}),
+    ("same", torch.bfloat16, "nchw", 1, 3, 3, 513, 16, True, {"conv.igemm", "conv.cin_padded", "conv.norm_in_tile"}),
+    ("same", "tf32", "channels_last", 2, 5, 7, 3, 16, False, {"conv.igemm_tf32", "conv.cin_padded"}),
     ("same", torch.float16, "nchw", 1, 3, 5, 16, 520, True, {"conv.igemm", "conv.norm_pass"}),
     ("same", torch.float16, "misaligned", 1, 3, 5, 16, 16, False, {"conv.igemm"}),  # NCHW: copied to NHWC
     ("up", torch.float16, "channels_last", 3, 1, 1, 8, 3, False, {"conv.igemm"}),   # Cout padded to the vector
@@ -90,11 +92,12 @@ CONV_CASES = [
     ("up", "tf32", "channels_last", 1, 17, 9, 24, 16, True, {"conv.igemm_tf32", "conv.norm_in_tile"}),
     ("up", torch.float32, "nchw", 3, 3, 5, 8, 64, True, {"conv.simple", "conv.norm_pass"}),
     ("up", torch.float64, "channels_last", 1, 1, 1, 3, 3, True, {"conv.simple", "conv.norm_pass"}),
-    ("up", torch.float16, "nchw", 1, 3, 3, 513, 8, False, {"conv.simple"}),
+    ("up", torch.float16, "nchw", 1, 3, 3, 513, 8, False, {"conv.igemm", "conv.cin_padded"}),
     ("down", torch.bfloat16, "nchw", 3, 4, 6, 16, 520, False, {"conv.igemm"}),
     ("down", torch.float16, "channels_last", 1, 18, 10, 24, 3, False, {"conv.igemm"}),
     ("down", "tf32", "noncontig", 1, 4, 6, 8, 65, False, {"conv.igemm_tf32"}),
-    ("down", torch.float32, "nchw", 1, 2, 2, 3, 16, False, {"conv.simple"}),
+    ("down", torch.float32, "nchw", 1, 2, 2, 3, 16, False, {"conv.simple"}),  # fp32 without TF32
+    ("down", "tf32", "nchw", 1, 4, 6, 513, 16, False, {"conv.igemm_tf32", "conv.cin_padded"}),
     ("down", torch.float64, "channels_last", 3, 4, 6, 16, 16, False, {"conv.simple"}),
     ("down", torch.bfloat16, "misaligned", 1, 4, 6, 8, 16, False, {"conv.igemm"}),
 ]
@@ -122,34 +125,45 @@ def test_conv_paths_and_values(cuda, monkeypatch, case):
     assert out.is_contiguous(memory_format=suggest_memory_format(x))  # the input's layout
 
 
-# mode, dtype, layout, Cin, Cout, expected path
+# mode, dtype, layout, Cin, Cout, expected paths
+PADDED = {"grad_weight.igemm", "grad_weight.channels_padded"}
 GRAD_WEIGHT_CASES = [
-    ("same", torch.float16, "nchw", 8, 16, "grad_weight.igemm"),
-    ("up", torch.bfloat16, "channels_last", 16, 8, "grad_weight.igemm"),
-    ("down", torch.float16, "nchw", 24, 72, "grad_weight.igemm"),
-    ("same", torch.bfloat16, "nchw", 3, 16, "grad_weight.simple"),   # Cin % 8
-    ("up", torch.float16, "channels_last", 8, 3, "grad_weight.simple"),  # Cout % 8
-    ("down", torch.float32, "nchw", 8, 8, "grad_weight.simple"),
-    ("same", torch.float64, "channels_last", 5, 7, "grad_weight.simple"),
+    ("same", torch.float16, "nchw", 8, 16, {"grad_weight.igemm"}),
+    ("up", torch.bfloat16, "channels_last", 16, 8, {"grad_weight.igemm"}),
+    ("down", torch.float16, "nchw", 24, 72, {"grad_weight.igemm"}),
+    ("same", torch.bfloat16, "nchw", 3, 16, PADDED),          # Cin % 8: fromRGB
+    ("up", torch.float16, "channels_last", 8, 3, PADDED),     # Cout % 8: toRGB
+    ("same", torch.bfloat16, "channels_last", 513, 12, PADDED),  # the D 4x4 block's 513, ragged Cout
+    ("down", torch.float32, "nchw", 8, 8, {"grad_weight.simple"}),  # TF32 off
+    ("down", "tf32", "nchw", 8, 8, {"grad_weight.igemm_tf32"}),
+    ("up", "tf32", "channels_last", 24, 72, {"grad_weight.igemm_tf32"}),
+    ("same", "tf32", "nchw", 3, 16, {"grad_weight.igemm_tf32", "grad_weight.channels_padded"}),  # fromRGB
+    ("same", "tf32", "channels_last", 16, 3, {"grad_weight.igemm_tf32", "grad_weight.channels_padded"}),  # toRGB
+    ("same", torch.float64, "channels_last", 5, 7, {"grad_weight.simple"}),
 ]
 
 
 @pytest.mark.parametrize("case", GRAD_WEIGHT_CASES, ids=lambda c: "-".join(map(str, [c[0], str(c[1]).split(".")[-1], *c[2:5]])))
-def test_grad_weight_paths_and_values(cuda, case):
-    mode, dtype, layout, cin, cout, path = case
+def test_grad_weight_paths_and_values(cuda, monkeypatch, case):
+    mode, dtype, layout, cin, cout, paths = case
+    tol = TOL[dtype]
+    if dtype == "tf32":
+        dtype = torch.float32
+    else:
+        monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     n, h, w = 3, 6, 4
     ho, wo = {"same": (h, w), "up": (2 * h, 2 * w), "down": (h // 2, w // 2)}[mode]
     x = rand((n, cin, h, w), dtype, cuda.device, layout)
     g = rand((n, cout, ho, wo), dtype, cuda.device, layout, seed=1)
     out = cuda.ops.conv2d_resample_grad_weight(x, g, 0.7, mode, 3)
-    assert cuda.paths() == {path: 1}
+    assert cuda.paths() == {p: 1 for p in paths}
     w0 = torch.zeros(cout, cin, 3, 3, dtype=torch.float64, requires_grad=True)
     xd = x.double().cpu()
     y = {"same": lambda: F.conv2d(xd, w0 * 0.7, padding=1),
          "up": lambda: F.conv2d(F.interpolate(xd, scale_factor=2), w0 * 0.7, padding=1),
          "down": lambda: F.avg_pool2d(F.conv2d(xd, w0 * 0.7, padding=1), 2)}[mode]()
     (want,) = torch.autograd.grad(y, w0, g.double().cpu())
-    assert_close_scaled(out, want, TOL[dtype])
+    assert_close_scaled(out, want, tol)
 
 
 @pytest.mark.parametrize("op", ["eq_conv2d", "upsample_conv2d", "conv2d_downsample"])

@@ -144,13 +144,12 @@ FAMILIES = [
            "(register pairs), which allows exactly 3. The floor catches a register blow-up, not speed."),
 ]
 
-# Tensor-core instantiations that must exist in every sm_80+ cubin set: (kernel, T, mode). The TF32
-# weight gradient of issue 15 (grad_weight_igemm_kernel<float, ...>) is not written yet: when it
-# lands, its three modes join this list; the family pattern above already requires its HMMA.
+# Tensor-core instantiations that must exist in every sm_80+ cubin set: (kernel, T, mode), the TF32
+# (float) weight gradient included.
 _MODES = ("Same", "Up", "Down")
 EXPECTED_TENSOR_CORE = sorted(
-    [f"igemm::conv_igemm_kernel<{t}, {m}>" for t in ("Half", "BFloat16", "float") for m in _MODES]
-    + [f"igemm::grad_weight_igemm_kernel<{t}, {m}>" for t in ("Half", "BFloat16") for m in _MODES])
+    [f"igemm::{k}<{t}, {m}>" for k in ("conv_igemm_kernel", "grad_weight_igemm_kernel")
+     for t in ("Half", "BFloat16", "float") for m in _MODES])
 
 TENSOR_CORE_OPS = ("HMMA", "HGMMA")
 LOCAL_OPS = ("LDL", "STL")
@@ -349,8 +348,7 @@ def render(rows: list[Row], violations: list[str], meta: dict) -> str:
             "| family | block | floor | why |", "|---|---|---|---|"]
     out += [f"| {f.name} | {f.threads} | {f.floor:g}% | {f.why} |" for f in FAMILIES]
     out += ["", "Expected tensor-core kernels (each sm_80+ arch): " + ", ".join(f"`{n}`" for n in EXPECTED_TENSOR_CORE)
-            + ". The TF32 weight gradient of issue 15 is not written yet; when `grad_weight_igemm_kernel<float, "
-              "...>` exists its family already requires HMMA, and its three modes join this list.", ""]
+            + " (`float`: TF32).", ""]
     if violations:
         out += ["## Violations", ""] + [f"- {v}" for v in violations] + [""]
     out += ["## Per family", "", "| arch | family | kernels | registers | shared B | worst occupancy | "

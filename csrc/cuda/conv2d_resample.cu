@@ -32,14 +32,22 @@ at::Tensor down_fold_t(const at::Tensor& G, int64_t d) {
   return at::stack({g0.add(g1), g1.add(g2), g2.add(g3)}, d);
 }
 
-// Tensor-core weight gradient (grad_weight_igemm_kernel). Returns an undefined tensor when its
-// preconditions do not hold; the caller then takes the simple path.
+// Tensor-core weight gradient (grad_weight_igemm_kernel: half, bfloat16, float as TF32). Returns an
+// undefined tensor when its preconditions do not hold; the caller then takes the simple path.
 at::Tensor grad_weight_fast(const at::Tensor& x_in, const at::Tensor& g_in, double scale, ConvMode mode, int k) {
-  if (x_in.scalar_type() != at::kHalf && x_in.scalar_type() != at::kBFloat16) return at::Tensor();
-  const ConvGeom geom = make_geom(x_in, g_in.size(1), k, mode);
-  if (geom.Cin % 8 != 0 || geom.Cout % 8 != 0) return at::Tensor();
-  const at::Tensor x = x_in.contiguous(at::MemoryFormat::ChannelsLast);
-  const at::Tensor g = g_in.contiguous(at::MemoryFormat::ChannelsLast);
+  const at::ScalarType dt = x_in.scalar_type();
+  // float32 only when TF32 is allowed for convolutions (as the forward, and as cuDNN's backward).
+  if (dt != at::kHalf && dt != at::kBFloat16 && !(dt == at::kFloat && conv_tf32_allowed())) return at::Tensor();
+  // Cin and Cout not multiples of the 16-byte vector (8 halves, 4 floats; fromRGB's 3 input
+  // channels, toRGB's 3 outputs, the D 4x4 block's 513) get zero channels up to the next
+  // multiple: their gradient rows and columns are computed and dropped.
+  const int64_t vec = 16 / int64_t(x_in.element_size());
+  const ConvGeom orig = make_geom(x_in, g_in.size(1), k, mode);
+  ConvGeom geom = orig;
+  geom.Cin = ceil_div(orig.Cin, vec) * vec;
+  geom.Cout = ceil_div(orig.Cout, vec) * vec;
+  const at::Tensor x = nhwc_channels_padded(x_in, geom.Cin);
+  const at::Tensor g = nhwc_channels_padded(g_in, geom.Cout);
   if (!aligned16(x.const_data_ptr()) || !aligned16(g.const_data_ptr())) return at::Tensor();
   igemm::GradWeightParams p;
   p.g = geom;
@@ -80,12 +88,19 @@ at::Tensor grad_weight_fast(const at::Tensor& x_in, const at::Tensor& g_in, doub
                   partial.mutable_data_ptr<float>(), p);
     return true;
   };
-  if (!(x.scalar_type() == at::kHalf ? launch(c10::Half()) : launch(c10::BFloat16()))) return at::Tensor();
-  record_kernel_path("grad_weight.igemm");
+  const bool ran = dt == at::kHalf       ? launch(c10::Half())
+                   : dt == at::kBFloat16 ? launch(c10::BFloat16())
+                                         : launch(float());
+  if (!ran) return at::Tensor();
+  record_kernel_path(dt == at::kFloat ? "grad_weight.igemm_tf32" : "grad_weight.igemm");
   PROGAN_LAUNCH(grad_weight_finish_kernel<float>, blocks_for(neff, 256), 256, 0, stream,
                 partial.const_data_ptr<float>(), geff.mutable_data_ptr<float>(), neff, chunks, float(scale));
   // [P][ky][kx][Cin][Cout] -> [P][Cout][Cin][ky][kx], then back through the transposed folds.
-  const at::Tensor G = geff.view({geom.phases, geom.kt, geom.kt, geom.Cin, geom.Cout}).permute({0, 4, 3, 1, 2});
+  if (geom.Cin != orig.Cin || geom.Cout != orig.Cout) record_kernel_path("grad_weight.channels_padded");
+  const at::Tensor G = geff.view({geom.phases, geom.kt, geom.kt, geom.Cin, geom.Cout})
+                           .narrow(3, 0, orig.Cin)
+                           .narrow(4, 0, orig.Cout)
+                           .permute({0, 4, 3, 1, 2});
   at::Tensor gw;
   if (mode == ConvMode::Same) {
     gw = G.select(0, 0);

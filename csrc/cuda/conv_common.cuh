@@ -63,6 +63,17 @@ inline ConvGeom make_geom(const at::Tensor& x, int64_t cout, int k, ConvMode mod
   return g;
 }
 
+// x as a contiguous NHWC tensor with `channels` >= x.size(1) channels, the extra ones zero (one
+// copy, which an NCHW input needs anyway; none for an NHWC input that needs no padding).
+inline at::Tensor nhwc_channels_padded(const at::Tensor& x, int64_t channels) {
+  if (channels == x.size(1)) return x.contiguous(at::MemoryFormat::ChannelsLast);
+  at::Tensor out = at::empty({x.size(0), channels, x.size(2), x.size(3)},
+                             x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  out.narrow(1, x.size(1), channels - x.size(1)).zero_();
+  out.narrow(1, 0, x.size(1)).copy_(x);
+  return out;
+}
+
 inline unsigned blocks_for(int64_t n, int threads) { return grid_for(n, threads, 65535LL * 32); }
 
 // ---- fast path selection ----------------------------------------------------------------------
@@ -70,7 +81,7 @@ inline unsigned blocks_for(int64_t n, int threads) { return grid_for(n, threads,
 // bf16 / TF32 WMMA) and the kernel built for it (tensor_core_kernel_usable); half or bfloat16, or
 // float32 when TF32 is allowed for convolutions (conv_tf32_allowed, as PyTorch's own convs);
 // Cin % (16 B / element size) == 0 (a 16-byte chunk along Cin never straddles the end of a
-// pixel's channels); x (made NHWC) and the packed weights 16-byte aligned (checked on the actual
+// pixel's channels; other Cin are zero-padded up to it); x (made NHWC) and the packed weights 16-byte aligned (checked on the actual
 // pointers); ceil(Cout/BN) <= 65535 (grid.y), ceil(M/BM) < 2^31 (grid.x).
 
 // Whether float32 convolutions may use TF32: torch.backends.cudnn.conv.fp32_precision (or the
@@ -146,16 +157,21 @@ at::Tensor conv_forward_impl(const at::Tensor& x_in, const at::Tensor& weight, c
   const int64_t vec = 16 / int64_t(x_in.element_size());  // elements per 16-byte copy
   const at::ScalarType dt = x_in.scalar_type();
   const bool fast_dtype = dt == at::kHalf || dt == at::kBFloat16 || (dt == at::kFloat && conv_tf32_allowed());
-  if (fast_dtype && g.Cin % vec == 0 && ceil_div(g.Cout, igemm::kBN) <= 65535) {
-    const at::Tensor x = x_in.contiguous(at::MemoryFormat::ChannelsLast);  // NHWC for the A loader
-    // wt [P][kt*kt][Cin][CoutP] in the input dtype, Cout zero-padded to a multiple of `vec`.
+  if (fast_dtype && ceil_div(g.Cout, igemm::kBN) <= 65535) {
+    // Cin not a multiple of `vec` (fromRGB's 3, the D 4x4 block's 512 + 1 stddev channel): x and
+    // the weight get zero channels up to the next multiple, which add nothing to any sum.
+    const int64_t cinp = ceil_div(g.Cin, vec) * vec;
+    const at::Tensor x = nhwc_channels_padded(x_in, cinp);  // NHWC for the A loader
+    // wt [P][kt*kt][CinP][CoutP] in the input dtype, Cin and Cout zero-padded to multiples of `vec`.
     const int64_t coutp = ceil_div(g.Cout, vec) * vec;
     at::Tensor wt = effective_weight(weight, scale, M, at::kFloat)
                         .permute({0, 3, 4, 2, 1})
                         .reshape({g.phases, int64_t(g.kt) * g.kt, g.Cin, g.Cout});
-    wt = at::constant_pad_nd(wt, {0, coutp - g.Cout}, 0.0).to(x.scalar_type()).contiguous();
+    wt = at::constant_pad_nd(wt, {0, coutp - g.Cout, 0, cinp - g.Cin}, 0.0).to(x.scalar_type()).contiguous();
+    if (cinp != g.Cin) record_kernel_path("conv.cin_padded");
     igemm::FastParams p;
     p.g = g;
+    p.g.Cin = cinp;
     p.Hp = M == ConvMode::Up ? g.H : g.Ho;  // UP: each phase is an H x W grid of outputs
     p.Wp = M == ConvMode::Up ? g.W : g.Wo;
     p.Mp = g.N * p.Hp * p.Wp;

@@ -8,8 +8,9 @@
 //    accumulating in acc_t over Cin x taps in a fixed order. Obviously correct, slow.
 //  * implicit-GEMM fast path (igemm::conv_igemm_kernel) for float16/bfloat16 (WMMA m16n16k16)
 //    and float32 when TF32 is allowed (WMMA m16n16k8 tf32), on sm_80+; requires Cin % vec == 0
-//    (vec = 16 B / element size: 8 halves, 4 floats) and 16-byte aligned base pointers; the input
-//    is made NHWC. GEMM with M = output pixels (of one phase for UP), N = Cout, K = taps x Cin
+//    (vec = 16 B / element size: 8 halves, 4 floats; the host zero-pads other Cin up to it) and
+//    16-byte aligned base pointers; the input is made NHWC. GEMM with M = output pixels (of one
+//    phase for UP), N = Cout, K = taps x Cin
 //    (tap-major, Cin inner so that a K step of BK channels at one tap is a contiguous,
 //    16-byte-aligned run of the NHWC input).
 //      block = 256 threads = 8 warps, tile BM=128 pixels x BN=64 Cout, BK = 64 bytes of channels
@@ -34,10 +35,11 @@
 //    no atomics).
 //  * float32 without TF32 and float64 take the simple path.
 // conv2d_resample_grad_weight: grad_w[co,ci,ky,kx] = scale * sum_{n,pixels} g * patch.
-//  * fast path (half/bfloat16, sm_80+, Cin % 8 == 0, Cout % 8 == 0): grad_weight_igemm_kernel, a
-//    WMMA GEMM for the gradient of the EFFECTIVE kernel (rows Cin of one tap, cols Cout, reduction
-//    over the pixels of one phase, split into fixed chunks with fp32 partial tiles in a
-//    workspace); the chunks are summed in order, then the host maps the result back to the k x k
+//  * fast path (half/bfloat16, and float32 as TF32 when TF32 is allowed for convolutions; sm_80+;
+//    Cin and Cout zero-padded by the host to multiples of the 16-byte vector):
+//    grad_weight_igemm_kernel, a WMMA GEMM for the gradient of the EFFECTIVE kernel (rows Cin of
+//    one tap, cols Cout, reduction over the pixels of one phase, split into fixed chunks with fp32
+//    partial tiles in a workspace); the chunks are summed in order, then the host maps the result back to the k x k
 //    kernel with the transposed folds (conv2d_resample.cu).
 //  * simple path (everything else): straight from the definition (no phase algebra): grid
 //    (weight element, pixel chunk), each block reduces its chunk with a fixed-order block_sum into
@@ -115,9 +117,11 @@ struct FastParams {
 // wt: [P][kt*kt][Cin][CoutP] (scale folded), CoutP % kVecE == 0, 16-byte aligned. bias: float
 // [Cout] or null. Output y (or fp32 `pre` when the norm needs a second pass, laid out like y).
 // rnorm: null, or with norm_in_tile the per-pixel inverse norms [N][Ho][Wo] (float).
-// grid = (ceil(Mp/BM), ceil(Cout/BN), P).
+// grid = (ceil(Mp/BM), ceil(Cout/BN), P). __launch_bounds__(256, 2): two blocks per SM must fit
+// (at most 128 registers per thread), the occupancy floor of tools/check_device_code.py; ptxas
+// would spill rather than exceed it, and the check fails on any spill.
 template <typename T, ConvMode M>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 2)
 conv_igemm_kernel(const T* __restrict__ x, const T* __restrict__ wt, const float* __restrict__ bias,
                   T* __restrict__ y, float* __restrict__ pre, float* __restrict__ rnorm, FastParams p) {
 #if PROGAN_CUDA_ARCH > 0 && PROGAN_CUDA_ARCH < 800
@@ -266,14 +270,24 @@ conv_igemm_kernel(const T* __restrict__ x, const T* __restrict__ wt, const float
 
   // bias + activation in place; columns >= Cout are left untouched (never stored). Element e
   // walks the tile in its memory order.
-  const int64_t ncols = g.Cout - n0 < kBN ? g.Cout - n0 : kBN;
-  for (int e = tid; e < kBM * kBN; e += kThreads) {
-    const int r = col ? e % kBM : e / kBN, c = col ? e / kBM : e % kBN;
-    if (c < ncols) {
-      float v = sC[at(r, c)];
-      if (bias != nullptr) v += bias[n0 + c];
-      sC[at(r, c)] = p.lrelu ? leaky_relu(v, p.alpha) : v;
+  // Only the ncols live columns are walked: with a narrow Cout (toRGB: 3) a warp's channels_last
+  // stores are then 32 consecutive elements of the output, not 3 lanes of 32.
+  const int ncols = g.Cout - n0 < kBN ? int(g.Cout - n0) : kBN;
+  const auto rc = [col, ncols](int e, int& r, int& c) {
+    if (col) {
+      r = e % kBM, c = e / kBM;
+    } else if (ncols == kBN) {  // the usual full tile: shifts, not divisions
+      r = e / kBN, c = e % kBN;
+    } else {
+      r = e / ncols, c = e % ncols;
     }
+  };
+  for (int e = tid; e < kBM * ncols; e += kThreads) {
+    int r, c;
+    rc(e, r, c);
+    float v = sC[at(r, c)];
+    if (bias != nullptr) v += bias[n0 + c];
+    sC[at(r, c)] = p.lrelu ? leaky_relu(v, p.alpha) : v;
   }
   __syncthreads();
   if (p.norm_in_tile) {
@@ -321,11 +335,11 @@ conv_igemm_kernel(const T* __restrict__ x, const T* __restrict__ wt, const float
   };
   // channels_last: consecutive threads take consecutive channels of a row (coalesced);
   // NCHW: consecutive threads take consecutive rows (pixels) of a channel.
-  for (int e = tid; e < kBM * kBN; e += kThreads) {
-    const int r = p.out_cl ? e / kBN : e % kBM;
-    const int c = p.out_cl ? e % kBN : e / kBM;
+  for (int e = tid; e < kBM * ncols; e += kThreads) {
+    int r, c;
+    rc(e, r, c);
     const int64_t m = m0 + r;
-    if (m < p.Mp && c < ncols) {
+    if (m < p.Mp) {
       const int64_t o = out_offset(m, n0 + c);
       const float v = sC[at(r, c)];
       if (pre != nullptr) pre[o] = v;
@@ -343,20 +357,32 @@ conv_igemm_kernel(const T* __restrict__ x, const T* __restrict__ wt, const float
 // Cout, reduction = pixels, split into fixed chunks (grid.z = P * chunks) whose fp32 partial
 // tiles go to a workspace [chunks][P][taps][Cin][Cout]; grad_weight_finish_kernel<float> sums the
 // chunks in order (deterministic).
-// Preconditions (host): x and gout NHWC contiguous and 16-byte aligned, Cin % 8 == 0,
-// Cout % 8 == 0 (16-byte chunks along channels are then all in or all out of range).
+// T = half | bfloat16 (WMMA m16n16k16) | float (TF32 WMMA m16n16k8, operands rounded to TF32).
+// Preconditions (host): x and gout NHWC contiguous and 16-byte aligned, Cin and Cout multiples of
+// GwTile<T>::kVecE (16-byte chunks along channels are then all in or all out of range; the host
+// zero-pads other channel counts).
 // Block: 256 threads = 8 warps; tile 64 ci x 64 co; K step 32 pixels; warp w owns rows
-// 16*(w%4)..+16 and cols 32*(w/4)..+32 (2 fragments). smem per stage: A [32 px][64+8 ci] and
-// B [32 px][64+8 co] halves = 2 x 4608 B; 2 stages = 18432 B; the fp32 epilogue tile 64 x 68 x 4 =
-// 17408 B reuses it.
+// 16*(w%4)..+16 and cols 32*(w/4)..+32 (2 fragments). smem per stage: A [32 px][64+VEC ci] and
+// B [32 px][64+VEC co]: 2 x 4608 B (halves) or 2 x 8704 B (floats); 2 stages = 18432 | 34816 B; the
+// fp32 epilogue tile 64 x 68 x 4 = 17408 B reuses it.
 constexpr int kGwTile = 64, kGwBK = 32;
-constexpr int kGwLd = kGwTile + 8;       // halves per smem row (144 B: rows 16 B apart mod 128 B)
-constexpr int kGwStage = kGwBK * kGwLd;  // halves per operand per stage (4608 B, 32 B multiple)
-constexpr int kGwLdC = kGwTile + 4;      // floats per epilogue row
-constexpr int kGwSmemAB = 2 * 2 * kGwStage * 2;
+constexpr int kGwLdC = kGwTile + 4;  // floats per epilogue row
 constexpr int kGwSmemC = kGwTile * kGwLdC * 4;
-constexpr int kGwSmemBytes = kGwSmemAB > kGwSmemC ? kGwSmemAB : kGwSmemC;
-static_assert((kGwStage * 2) % 32 == 0, "WMMA needs 32-byte aligned tiles");
+
+template <typename T>
+struct GwTile {
+  static constexpr int kVecE = 16 / int(sizeof(T));            // elements per 16-byte copy: 8 | 4
+  static constexpr int kLd = kGwTile + kVecE;                   // row pitch: 144 B | 272 B (16 B mod 128)
+  static constexpr int kStage = kGwBK * kLd;                    // elements per operand per stage
+  static constexpr int kChunks = kGwTile / kVecE;               // 16-byte copies per row: 8 | 16
+  static constexpr int kCopies = kGwBK * kChunks / kThreads;    // per thread, operand and stage: 1 | 2
+  static constexpr int kSmemAB = 2 * 2 * kStage * int(sizeof(T));
+  static constexpr int kSmemBytes = kSmemAB > kGwSmemC ? kSmemAB : kGwSmemC;
+  static_assert(kCopies * kThreads == kGwBK * kChunks, "whole copies per thread");
+  static_assert((kStage * sizeof(T)) % 32 == 0 && (Mma<T>::kK * kLd * sizeof(T)) % 32 == 0,
+                "WMMA needs 32-byte aligned tiles and K-step offsets");
+  static_assert(kSmemBytes <= 48 * 1024, "static shared memory limit");
+};
 
 struct GradWeightParams {
   ConvGeom g;
@@ -373,12 +399,16 @@ grad_weight_igemm_kernel(const T* __restrict__ x, const T* __restrict__ gout, fl
 #if PROGAN_CUDA_ARCH > 0 && PROGAN_CUDA_ARCH < 800
   __trap();  // never launched: the host dispatches here only when built for sm_80+
 #else
-  using W = typename WmmaType<T>::type;
+  using W = typename Mma<T>::W;
+  using Prec = typename Mma<T>::Prec;
+  constexpr int kK = Mma<T>::kK;
+  using TL = GwTile<T>;
+  constexpr int kLd = TL::kLd, kStage = TL::kStage, kVecE = TL::kVecE;
   using namespace nvcuda;
-  PROGAN_SHARED_ALIGNED(unsigned char, smem, kGwSmemBytes, 128);
-  T* sA = reinterpret_cast<T*>(smem);                 // [2][32 px][kGwLd]  (ci contiguous)
-  T* sB = reinterpret_cast<T*>(smem) + 2 * kGwStage;  // [2][32 px][kGwLd]  (co contiguous)
-  float* sC = reinterpret_cast<float*>(smem);         // [64 ci][kGwLdC], after the main loop
+  PROGAN_SHARED_ALIGNED(unsigned char, smem, TL::kSmemBytes, 128);
+  T* sA = reinterpret_cast<T*>(smem);               // [2][32 px][kLd]  (ci contiguous)
+  T* sB = reinterpret_cast<T*>(smem) + 2 * kStage;  // [2][32 px][kLd]  (co contiguous)
+  float* sC = reinterpret_cast<float*>(smem);       // [64 ci][kGwLdC], after the main loop
 
   const ConvGeom& g = p.g;
   const int tid = threadIdx.x, warp = tid / 32;
@@ -391,32 +421,37 @@ grad_weight_igemm_kernel(const T* __restrict__ x, const T* __restrict__ gout, fl
   const int64_t pb = int64_t(chunk) * p.chunk_len;
   const int64_t pe = pb + p.chunk_len < p.Mp ? pb + p.chunk_len : p.Mp;  // pb < Mp: host sizes chunks
   const int64_t ksteps = (pe - pb + kGwBK - 1) / kGwBK;
-  const int row = tid / 8, ch = tid % 8;  // 32 rows x 8 chunks of 16 B per operand
 
+  // Copy i of this thread: row (tid + i*256) / kChunks, chunk (tid + i*256) % kChunks of each operand
+  // (32 rows x kChunks 16-byte chunks).
   auto load_stage = [&](int64_t ks, int stage) {
-    const int64_t m = pb + ks * kGwBK + row;
-    const bool ok = m < pe;
-    const int64_t mm = ok ? m : pb;
-    const int64_t qx = mm % p.Wp, qy = (mm / p.Wp) % p.Hp, n = mm / (p.Wp * p.Hp);
-    int64_t iy, ix, oy, ox;
-    if constexpr (M == ConvMode::Up) {
-      iy = qy + py - 1 + ty; ix = qx + px - 1 + tx;
-      oy = 2 * qy + py; ox = 2 * qx + px;
-    } else {
-      iy = tap0<M>(qy, g.pad) + ty; ix = tap0<M>(qx, g.pad) + tx;
-      oy = qy; ox = qx;
+#pragma unroll
+    for (int i = 0; i < TL::kCopies; ++i) {
+      const int row = (tid + i * kThreads) / TL::kChunks, ch = (tid + i * kThreads) % TL::kChunks;
+      const int64_t m = pb + ks * kGwBK + row;
+      const bool ok = m < pe;
+      const int64_t mm = ok ? m : pb;
+      const int64_t qx = mm % p.Wp, qy = (mm / p.Wp) % p.Hp, n = mm / (p.Wp * p.Hp);
+      int64_t iy, ix, oy, ox;
+      if constexpr (M == ConvMode::Up) {
+        iy = qy + py - 1 + ty; ix = qx + px - 1 + tx;
+        oy = 2 * qy + py; ox = 2 * qx + px;
+      } else {
+        iy = tap0<M>(qy, g.pad) + ty; ix = tap0<M>(qx, g.pad) + tx;
+        oy = qy; ox = qx;
+      }
+      const int64_t c = ci0 + kVecE * ch;
+      const bool oka = ok && iy >= 0 && iy < g.H && ix >= 0 && ix < g.W && c < g.Cin;
+      const T* srca = oka ? x + ((n * g.H + iy) * g.W + ix) * g.Cin + c : x;
+      async_copy16(sA + stage * kStage + row * kLd + kVecE * ch, srca, oka);  // 16 B multiples: aligned
+      const int64_t co = co0 + kVecE * ch;
+      const bool okb = ok && co < g.Cout;
+      const T* srcb = okb ? gout + ((n * g.Ho + oy) * g.Wo + ox) * g.Cout + co : gout;
+      async_copy16(sB + stage * kStage + row * kLd + kVecE * ch, srcb, okb);
     }
-    const int64_t c = ci0 + 8 * ch;
-    const bool oka = ok && iy >= 0 && iy < g.H && ix >= 0 && ix < g.W && c < g.Cin;
-    const T* srca = oka ? x + ((n * g.H + iy) * g.W + ix) * g.Cin + c : x;
-    async_copy16(sA + stage * kGwStage + row * kGwLd + 8 * ch, srca, oka);  // 144 B rows, 16 B chunks: aligned
-    const int64_t co = co0 + 8 * ch;
-    const bool okb = ok && co < g.Cout;
-    const T* srcb = okb ? gout + ((n * g.Ho + oy) * g.Wo + ox) * g.Cout + co : gout;
-    async_copy16(sB + stage * kGwStage + row * kGwLd + 8 * ch, srcb, okb);
   };
 
-  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2];
+  wmma::fragment<wmma::accumulator, 16, 16, kK, float> acc[2];
   wmma::fill_fragment(acc[0], 0.0f);
   wmma::fill_fragment(acc[1], 0.0f);
   const int wi = 16 * (warp % 4), wj = 32 * (warp / 4);
@@ -433,18 +468,26 @@ grad_weight_igemm_kernel(const T* __restrict__ x, const T* __restrict__ gout, fl
       async_copy_wait<0>();
     }
     __syncthreads();  // every thread's copies of `stage` visible
-    const T* tA = sA + stage * kGwStage;
-    const T* tB = sB + stage * kGwStage;
+    const T* tA = sA + stage * kStage;
+    const T* tB = sB + stage * kStage;
 #pragma unroll
-    for (int kq = 0; kq < kGwBK; kq += 16) {
-      // A^T: element (ci i, pixel k) at tA[k*kGwLd + i] = col_major with ldm kGwLd.
-      // Offsets kq*144 B (0|2304) and wi*2 B (0..96 by 32) keep 32 B alignment.
-      wmma::fragment<wmma::matrix_a, 16, 16, 16, W, wmma::col_major> fa;
-      wmma::load_matrix_sync(fa, reinterpret_cast<const W*>(tA + kq * kGwLd + wi), kGwLd);
+    for (int kq = 0; kq < kGwBK; kq += kK) {
+      // A^T: element (ci i, pixel k) at tA[k*kLd + i] = col_major with ldm kLd. Offsets kq*kLd
+      // elements (GwTile asserts) and wi elements (0..48: 32 B multiples) keep 32 B alignment.
+      wmma::fragment<wmma::matrix_a, 16, 16, kK, Prec, wmma::col_major> fa;
+      wmma::load_matrix_sync(fa, reinterpret_cast<const W*>(tA + kq * kLd + wi), kLd);
+      if constexpr (std::is_same_v<T, float>) {  // round the fp32 operands to TF32
+#pragma unroll
+        for (int t = 0; t < fa.num_elements; ++t) fa.x[t] = wmma::__float_to_tf32(fa.x[t]);
+      }
 #pragma unroll
       for (int j = 0; j < 2; ++j) {
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, W, wmma::row_major> fb;
-        wmma::load_matrix_sync(fb, reinterpret_cast<const W*>(tB + kq * kGwLd + wj + 16 * j), kGwLd);
+        wmma::fragment<wmma::matrix_b, 16, 16, kK, Prec, wmma::row_major> fb;
+        wmma::load_matrix_sync(fb, reinterpret_cast<const W*>(tB + kq * kLd + wj + 16 * j), kLd);
+        if constexpr (std::is_same_v<T, float>) {
+#pragma unroll
+          for (int t = 0; t < fb.num_elements; ++t) fb.x[t] = wmma::__float_to_tf32(fb.x[t]);
+        }
         wmma::mma_sync(acc[j], fa, fb, acc[j]);
       }
     }

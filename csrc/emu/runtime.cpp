@@ -461,6 +461,12 @@ Config config_from_env() {
     c.tf32_truncate = s == "truncate";
   }
   if (const char* v = std::getenv("PROGAN_EMU_STACK_KB")) c.stack_bytes = std::max(64ul, std::strtoul(v, nullptr, 10)) * 1024;
+  if (const char* v = std::getenv("PROGAN_EMU_DRY_RUN")) {
+    const std::string s(v);
+    if (s != "0" && s != "1" && !s.empty())
+      throw Error("CUDA emulator: PROGAN_EMU_DRY_RUN must be 0 or 1, got '" + s + "'");
+    c.dry_run = s == "1";
+  }
   return c;
 }
 
@@ -498,6 +504,10 @@ void launch_raw(const void* kernel, const char* name, dim3 grid, dim3 block, siz
   if (dynamic_smem > L.max_dynamic)
     bad(std::to_string(dynamic_smem) + " bytes of dynamic shared memory exceed the kernel's limit of " +
         std::to_string(L.max_dynamic) + (it == g_max_dynamic.end() ? " (48 KB without cudaFuncSetAttribute)" : ""));
+  if (L.cfg.dry_run) {  // configuration checked above; no block runs
+    ++g_stats.launches;
+    return;
+  }
   L.nthreads = unsigned(threads);
   L.warps = (L.nthreads + 31) / 32;
   L.threads.resize(L.nthreads);

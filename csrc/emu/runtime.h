@@ -72,10 +72,15 @@ struct Config {
   uint64_t seed = 0;          // for the shuffled orders and the WMMA element maps
   bool tf32_truncate = false;  // how mma treats fp32 operands the code did not convert to TF32
   size_t stack_bytes = 256 * 1024;
+  bool dry_run = false;  // check and count launches, run no block (PROGAN_EMU_DRY_RUN=1)
 };
 // The configuration of the next launches: PROGAN_EMU_BLOCK_ORDER / PROGAN_EMU_THREAD_ORDER
 // (forward | reverse | shuffle), PROGAN_EMU_SEED, PROGAN_EMU_TF32 (rna | truncate),
-// PROGAN_EMU_STACK_KB, read from the environment at every launch.
+// PROGAN_EMU_STACK_KB, PROGAN_EMU_DRY_RUN, read from the environment at every launch. A dry run
+// checks each launch's configuration (grid, block, shared memory) and counts it, but runs none of
+// its blocks: outputs keep whatever their allocation held. It walks the host code's decisions
+// (paths, workspaces, grids) at shapes too large to emulate, e.g. every layer of the official
+// networks (tests/test_conv_coverage.py).
 Config config_from_env();
 const Config& active_config();  // of the running launch
 
