@@ -157,6 +157,7 @@ class BuildWithInfo(BuildExtension):
         super().build_extension(ext)
 
     def run(self):
+        info = build_info()  # before compiling: the digest of the sources this build compiles
         super().run()
         built = [ext.name for ext in self.extensions]
         folders = {Path(self.build_lib) / "progan_ext"}
@@ -164,20 +165,22 @@ class BuildWithInfo(BuildExtension):
             folders.add(ROOT / "progan_ext")
         for folder in folders:
             folder.mkdir(parents=True, exist_ok=True)
-            (folder / "_build_info.py").write_text(build_info_text(folder / "_build_info.py", built))
+            (folder / "_build_info.py").write_text(build_info_text(folder / "_build_info.py", built, info))
 
 
-def build_info_text(path: Path, built: list[str]) -> str:
-    """_build_info.py after building the modules `built`: build_info() describes progan_ext._C, so
-    a build without _C (an emulated variant alone) keeps the existing description; module_digests
-    records the csrc/ digest each module was last built from, so that a variant left over from
-    older sources is refused at import instead of testing old kernels (progan_ext/_ext.py)."""
+def build_info_text(path: Path, built: list[str], new: dict) -> str:
+    """_build_info.py after building the modules `built`. `new` is build_info() taken when the build
+    started (a source edited during the build then reads as newer than the binary); it describes
+    progan_ext._C, so a build without _C (an emulated variant alone) keeps the existing
+    description. module_digests records the csrc/ digest each module was last built from, so that
+    a variant left over from older sources is refused at import instead of testing old kernels
+    (progan_ext/_ext.py)."""
     old = {}
     if path.is_file():
         old = runpy.run_path(str(path)).get("BUILD_INFO", {})
-    info = build_info() if "progan_ext._C" in built or not old else dict(old)
+    info = dict(new) if "progan_ext._C" in built or not old else dict(old)
     digests = dict(old.get("module_digests", {}))
-    digests.update({name: build_info()["sources_digest"] for name in built})
+    digests.update({name: new["sources_digest"] for name in built})
     info["module_digests"] = digests
     return "# Written by the build (setup.py or CMake); do not edit.\nBUILD_INFO = " + repr(info) + "\n"
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 import warnings
@@ -443,6 +444,10 @@ def parse_args(argv=None):
                    help="time the contenders of a row interleaved, call by call (auto: on for the CPU, whose "
                         "cores may be shared; off for CUDA: each contender's calls back to back)")
     p.add_argument("--dry-run", action="store_true", help="list the selected rows with shapes and counts, time nothing")
+    p.add_argument("--autotune", default="off", choices=("off", "on"),
+                   help="progan_ext's autotuned dispatch (progan_ext.autotune, CUDA only): off (default) times the "
+                        "compiled kernels themselves as ext; on times what users get (the faster of kernel and "
+                        "eager per signature) and records each row's choice")
     common.add_common_args(p)
     args = p.parse_args(argv)
     q = args.quick
@@ -511,11 +516,13 @@ def main(argv=None) -> int:
     if device.type == "cpu" and not args.quick and max(args.res) > 64 and args.fmap_max > 128:
         print("note: full ProGAN shapes on the CPU take very long; use --quick or select --res", file=sys.stderr)
     warnings.filterwarnings("ignore", message=".*Falling back to the pure-PyTorch reference.*")
+    os.environ["PROGAN_EXT_AUTOTUNE"] = "1" if args.autotune == "on" else "0"  # read at every call
+    from progan_ext import autotune  # noqa: PLC0415
     prov = provenance.provenance(device)
     backend = prov.get("progan_ext", {}).get("backend_info", {})
     print(f"# bench_ops on {prov['gpu'].get('name') if device.type == 'cuda' else 'CPU (wall-clock timing)'}; "
           f"torch {prov['torch']}; git {str(prov['git']['commit'])[:10]}{' (dirty)' if prov['git']['dirty'] else ''}")
-    print(f"# ext = progan_ext.ops: {common.backend_summary(backend, device.type)}")
+    print(f"# ext = progan_ext.ops: {common.backend_summary(backend, device.type)}; autotune {args.autotune}")
     tf = prov["flags"]
     print(f"# TF32: cuda.matmul.allow_tf32={tf['torch.backends.cuda.matmul.allow_tf32']} "
           f"cudnn.allow_tf32={tf['torch.backends.cudnn.allow_tf32']}; cudnn.benchmark={tf['torch.backends.cudnn.benchmark']}")
@@ -541,12 +548,15 @@ def main(argv=None) -> int:
         v = VARIANTS[row["op"]]
         row["backend"] = backend.get("ops", {}).get(v.op, {}).get(device.type, "?")
         s = v.shape(row["res"], row["n"], nf)
+        chosen = len(autotune.choices())
         try:
             run_row(row, v, s, args, device, timer, deadline, ceilings)
         except Exception as exc:  # noqa: BLE001  (e.g. out of memory building the inputs)
             row["status"] = "error: " + common.short_error(exc)
             if device.type == "cuda":
                 torch.cuda.empty_cache()
+        if args.autotune == "on":  # the choices this row's first calls made
+            row["autotune"] = [c["choice"] for c in autotune.choices()[chosen:]]
         table.row(table_values(row, len(rows)))
         if args.out:
             doc["elapsed_s"] = deadline.elapsed()
@@ -556,8 +566,13 @@ def main(argv=None) -> int:
     doc["complete"] = skipped == 0
     doc["loadavg_end"] = provenance.cpu_info()["loadavg"]  # how busy the (possibly shared) machine was at the end
     doc["elapsed_s"] = deadline.elapsed()
+    doc["autotune"] = {"mode": args.autotune, "choices": autotune.choices()}
     if args.out:
         common.write_json(args.out, doc)
+    if args.autotune == "on":
+        won = [c["choice"] for c in autotune.choices()]
+        print(f"# autotune: {len(won)} signatures tuned; the eager composite won {won.count('eager')}, "
+              f"the kernel {won.count('kernel')} (per row: JSON field 'autotune')")
     print(f"# {len(rows) - skipped} rows in {deadline.elapsed():.1f} s; {skipped} skipped (time budget); "
           f"{len(failed)} with a failure or mismatch" + (f"; JSON: {args.out}" if args.out else ""))
     for r in failed[:20]:

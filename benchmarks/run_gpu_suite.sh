@@ -195,6 +195,11 @@ fi
 run_stage ops_fp32_fp16 100 15 "$PY" benchmarks/bench_ops.py "${QFLAG[@]}" --ops "$OPS_ORDER" --dtypes fp32,fp16 \
     --layouts nchw --contenders ext,eager "${TIMING[@]}" --out "$OUTDIR/bench_ops_fp32_fp16.json" --time-budget-s @BUDGET@
 
+# 5. which candidate the autotuned dispatch picks on this GPU (bf16 forward, both layouts).
+run_stage ops_autotune 100 10 "$PY" benchmarks/bench_ops.py "${QFLAG[@]}" --ops "$OPS_ORDER" --dtypes bf16 \
+    --layouts nchw,channels_last --modes fwd --contenders ext,eager --autotune on "${TIMING[@]}" \
+    --out "$OUTDIR/bench_ops_autotune.json" --time-budget-s @BUDGET@
+
 # ---- provenance, summary ----------------------------------------------------------------------
 write_provenance
 echo "== total $(( $(date +%s) - START ))s"

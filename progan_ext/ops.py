@@ -20,7 +20,7 @@ import warnings
 
 import torch
 
-from . import _ext
+from . import _ext, autotune
 from . import reference as ref
 
 __all__ = [
@@ -132,6 +132,19 @@ def _kernel(op: str, x: torch.Tensor):
     return kernel
 
 
+def _tuned(x: torch.Tensor) -> bool:
+    """Whether calls on ``x``'s device type are autotuned (progan_ext.autotune; CUDA by default)."""
+    return x.device.type in autotune.device_types
+
+
+def _use_kernel(op: str, args: tuple, run_kernel, run_eager) -> bool:
+    """Whether this call runs the compiled kernel rather than the eager composite: always, unless
+    autotuning (progan_ext.autotune; CUDA tensors) measured the composite faster for this call's
+    signature. Call sites test ``_tuned(x)`` first, so that an untuned device (the CPU) pays next
+    to nothing for it."""
+    return autotune.choose(op, args, {"kernel": run_kernel, "eager": run_eager}) == "kernel"
+
+
 def _pn_form(op: str, x: torch.Tensor):
     """The (y, inverse norm) form of a pixel-normed conv op serving ``x``'s device, or None."""
     return KERNELS.get(x.device.type, (NAMESPACE, {}))[1].get(op + "_pn")
@@ -163,6 +176,8 @@ def backend_info() -> dict:
         "extension": "loaded" if _ext.available else f"not loaded: {_ext.error}",
         "build": dict(_ext.build_info),
         "ops": {op: {dev: backend(op, dev) for dev in ("cpu", "cuda")} for op in OPS},
+        "autotune": {"enabled": autotune.enabled(), "device_types": sorted(autotune.device_types),
+                     "choices": autotune.choices()},
     }
 
 
@@ -181,7 +196,9 @@ def pixel_norm(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """
     ref.check_pixel_norm(x, eps)
     kernel = _kernel("pixel_norm", x)
-    if kernel is not None:
+    run = lambda: kernel(x, float(eps))  # noqa: E731
+    if kernel is not None and (not _tuned(x) or _use_kernel("pixel_norm", (x, eps), run,
+                                                             lambda: ref.pixel_norm(x, eps))):
         return kernel(x, float(eps))
     return ref.pixel_norm(x, eps)
 
@@ -201,8 +218,12 @@ def minibatch_stddev(
     """
     ref.check_minibatch_stddev(x, group_size, num_features, eps)
     kernel = _kernel("minibatch_stddev", x)
-    if kernel is not None:
-        return kernel(x, int(group_size), int(num_features), float(eps))
+    run = lambda: kernel(x, int(group_size), int(num_features), float(eps))  # noqa: E731
+    eager = lambda: ref.minibatch_stddev(x, group_size, num_features, eps)  # noqa: E731
+    if kernel is not None and (
+        not _tuned(x) or _use_kernel("minibatch_stddev", (x, group_size, num_features, eps), run, eager)
+    ):
+        return run()
     return ref.minibatch_stddev(x, group_size, num_features, eps)
 
 
@@ -222,7 +243,11 @@ def bias_act(
     bias = ref.autocast_bias(x, bias)  # inside autocast the bias follows x's dtype
     ref.check_bias_act(x, bias, act, alpha)
     kernel = _kernel("bias_act", x)
-    if kernel is not None:
+    if kernel is not None and (
+        not _tuned(x)
+        or _use_kernel("bias_act", (x, bias, act, alpha), lambda: kernel(x, bias, act, float(alpha)),
+                       lambda: ref.bias_act(x, bias, act, alpha))
+    ):
         return kernel(x, bias, act, float(alpha))
     return ref.bias_act(x, bias, act, alpha)
 
@@ -255,12 +280,18 @@ def eq_conv2d(
     x, weight, bias = ref.autocast_conv_inputs(x, weight, bias)  # conv autocast policy (also csrc/autocast.cpp)
     ref.check_conv(x, weight, bias, gain, act, alpha)
     kernel = _kernel("eq_conv2d", x)
+    eager = lambda: ref.eq_conv2d(x, weight, bias, gain=gain, act=act, alpha=alpha, pixel_norm=pixel_norm)  # noqa: E731
     if kernel is not None:
         pn_form = _pn_form("eq_conv2d", x) if pixel_norm else None
-        if pn_form is not None:
-            return pn_form(x, weight, bias, float(gain), act, float(alpha))[0]
-        return kernel(x, weight, bias, float(gain), act, float(alpha), bool(pixel_norm))
-    return ref.eq_conv2d(x, weight, bias, gain=gain, act=act, alpha=alpha, pixel_norm=pixel_norm)
+
+        def run():
+            if pn_form is not None:
+                return pn_form(x, weight, bias, float(gain), act, float(alpha))[0]
+            return kernel(x, weight, bias, float(gain), act, float(alpha), bool(pixel_norm))
+
+        if not _tuned(x) or _use_kernel("eq_conv2d", (x, weight, bias, gain, act, alpha, pixel_norm), run, eager):
+            return run()
+    return eager()
 
 
 def upsample_conv2d(
@@ -284,12 +315,20 @@ def upsample_conv2d(
     x, weight, bias = ref.autocast_conv_inputs(x, weight, bias)  # conv autocast policy (also csrc/autocast.cpp)
     ref.check_conv(x, weight, bias, gain, act, alpha, kernel_sizes=(3,), op="upsample_conv2d")
     kernel = _kernel("upsample_conv2d", x)
+    eager = lambda: ref.upsample_conv2d(  # noqa: E731
+        x, weight, bias, gain=gain, act=act, alpha=alpha, pixel_norm=pixel_norm)
     if kernel is not None:
         pn_form = _pn_form("upsample_conv2d", x) if pixel_norm else None
-        if pn_form is not None:
-            return pn_form(x, weight, bias, float(gain), act, float(alpha))[0]
-        return kernel(x, weight, bias, float(gain), act, float(alpha), bool(pixel_norm))
-    return ref.upsample_conv2d(x, weight, bias, gain=gain, act=act, alpha=alpha, pixel_norm=pixel_norm)
+
+        def run():
+            if pn_form is not None:
+                return pn_form(x, weight, bias, float(gain), act, float(alpha))[0]
+            return kernel(x, weight, bias, float(gain), act, float(alpha), bool(pixel_norm))
+
+        args = (x, weight, bias, gain, act, alpha, pixel_norm)
+        if not _tuned(x) or _use_kernel("upsample_conv2d", args, run, eager):
+            return run()
+    return eager()
 
 
 def conv2d_downsample(
@@ -313,6 +352,10 @@ def conv2d_downsample(
     if x.shape[2] % 2 or x.shape[3] % 2:
         return ref.conv2d_downsample(x, weight, bias, gain=gain, act=act, alpha=alpha)  # raises
     kernel = _kernel("conv2d_downsample", x)
-    if kernel is not None:
-        return kernel(x, weight, bias, float(gain), act, float(alpha))
-    return ref.conv2d_downsample(x, weight, bias, gain=gain, act=act, alpha=alpha)
+    eager = lambda: ref.conv2d_downsample(x, weight, bias, gain=gain, act=act, alpha=alpha)  # noqa: E731
+    run = lambda: kernel(x, weight, bias, float(gain), act, float(alpha))  # noqa: E731
+    if kernel is not None and (
+        not _tuned(x) or _use_kernel("conv2d_downsample", (x, weight, bias, gain, act, alpha), run, eager)
+    ):
+        return run()
+    return eager()

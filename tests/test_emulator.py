@@ -156,6 +156,22 @@ def test_launch_limits(grid, block, smem, message):
     probe("launch", args=[2, 1, 1, 1024, 1, 1, 0])
 
 
+def test_dry_run_checks_and_counts_launches_but_runs_no_block(monkeypatch):
+    monkeypatch.setenv("PROGAN_EMU_DRY_RUN", "1")
+    before = emulated.stats()
+    probe("launch", args=[3, 1, 1, 64, 1, 1, 0])
+    after = emulated.stats()
+    assert after["launches"] == before["launches"] + 1 and after["blocks"] == before["blocks"]
+    with pytest.raises(RuntimeError, match="1024"):  # the launch limits still apply
+        probe("launch", args=[1, 1, 1, 1025, 1, 1, 0])
+    monkeypatch.setenv("PROGAN_EMU_DRY_RUN", "yes")
+    with pytest.raises(RuntimeError, match="PROGAN_EMU_DRY_RUN must be 0 or 1"):
+        probe("launch", args=[1, 1, 1, 32, 1, 1, 0])
+    monkeypatch.setenv("PROGAN_EMU_DRY_RUN", "0")
+    probe("launch", args=[3, 1, 1, 64, 1, 1, 0])
+    assert emulated.stats()["blocks"] == after["blocks"] + 3
+
+
 def test_shared_memory_limits():
     with pytest.raises(RuntimeError, match="static shared memory of 50000 bytes exceeds the 48 KB"):
         probe("big_static_smem")

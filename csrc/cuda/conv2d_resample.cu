@@ -32,6 +32,16 @@ at::Tensor down_fold_t(const at::Tensor& G, int64_t d) {
   return at::stack({g0.add(g1), g1.add(g2), g2.add(g3)}, d);
 }
 
+// Launches grad_weight_igemm_kernel<T, M> unless it was not built for this device (then false).
+template <typename T, ConvMode M>
+bool try_launch_grad_weight(const dim3& grid, cudaStream_t stream, const at::Tensor& x, const at::Tensor& g,
+                            at::Tensor& partial, const igemm::GradWeightParams& p) {
+  if (!tensor_core_kernel_usable(x, &igemm::grad_weight_igemm_kernel<T, M>)) return false;
+  PROGAN_LAUNCH((igemm::grad_weight_igemm_kernel<T, M>), grid, igemm::kThreads, 0, stream, x.const_data_ptr<T>(),
+                g.const_data_ptr<T>(), partial.mutable_data_ptr<float>(), p);
+  return true;
+}
+
 // Tensor-core weight gradient (grad_weight_igemm_kernel: half, bfloat16, float as TF32). Returns an
 // undefined tensor when its preconditions do not hold; the caller then takes the simple path.
 at::Tensor grad_weight_fast(const at::Tensor& x_in, const at::Tensor& g_in, double scale, ConvMode mode, int k) {
@@ -71,22 +81,13 @@ at::Tensor grad_weight_fast(const at::Tensor& x_in, const at::Tensor& g_in, doub
   at::Tensor geff = at::empty({neff}, x.options().dtype(at::kFloat));
   const cudaStream_t stream = current_stream();
   const dim3 grid{unsigned(gx), unsigned(gy), unsigned(geom.phases * chunks)};
-  // The kernel of this dtype and mode, or null when it was not built for this device.
-  auto pick = [&](auto tag) {
-    using T = decltype(tag);
-    using K = void (*)(const T*, const T*, float*, igemm::GradWeightParams);
-    const K kernel = mode == ConvMode::Same ? K(&igemm::grad_weight_igemm_kernel<T, ConvMode::Same>)
-                     : mode == ConvMode::Up ? K(&igemm::grad_weight_igemm_kernel<T, ConvMode::Up>)
-                                            : K(&igemm::grad_weight_igemm_kernel<T, ConvMode::Down>);
-    return tensor_core_kernel_usable(x, kernel) ? kernel : nullptr;
-  };
   auto launch = [&](auto tag) {
     using T = decltype(tag);
-    const auto kernel = pick(tag);
-    if (kernel == nullptr) return false;
-    PROGAN_LAUNCH(kernel, grid, igemm::kThreads, 0, stream, x.const_data_ptr<T>(), g.const_data_ptr<T>(),
-                  partial.mutable_data_ptr<float>(), p);
-    return true;
+    switch (mode) {
+      case ConvMode::Same: return try_launch_grad_weight<T, ConvMode::Same>(grid, stream, x, g, partial, p);
+      case ConvMode::Up: return try_launch_grad_weight<T, ConvMode::Up>(grid, stream, x, g, partial, p);
+      default: return try_launch_grad_weight<T, ConvMode::Down>(grid, stream, x, g, partial, p);
+    }
   };
   const bool ran = dt == at::kHalf       ? launch(c10::Half())
                    : dt == at::kBFloat16 ? launch(c10::BFloat16())

@@ -1,0 +1,148 @@
+"""Autotuned dispatch (progan_ext.autotune, issue 15): the choice logic, driven on the CUDA kernels
+(the emulated build without a GPU) with an injected timer, so that which candidate is faster is
+known: the faster one runs, the choice is cached per signature and stays fixed, a tie keeps the
+kernel, PROGAN_EXT_AUTOTUNE=0 turns it off, backend_info shows the choices, and autograd runs
+through whichever candidate was chosen. Real timings need a GPU (benchmarks/run_gpu_suite.sh)."""
+
+import math
+
+import pytest
+import torch
+
+from conftest import DEVICES, is_emulated
+from progan_ext import autotune, emulated, ops
+from progan_ext import reference as ref
+
+CUDA = [d for d in DEVICES if d.id == "cuda"]
+
+
+class FakeTimer:
+    """Seconds per candidate name; runs each candidate once (it must work) and counts calls."""
+
+    def __init__(self, **seconds):
+        self.seconds, self.calls = seconds, []
+
+    def __call__(self, name, fn, warmup, reps):
+        out = fn()
+        assert isinstance(out, torch.Tensor)
+        self.calls.append(name)
+        return self.seconds[name]
+
+
+@pytest.fixture
+def tuned(device, monkeypatch):
+    """Autotuning on for the device type the CUDA kernels take here, with a clean cache."""
+    monkeypatch.delenv("PROGAN_EXT_AUTOTUNE", raising=False)
+    before = autotune.enable({torch.device(device).type})
+    autotune.clear()
+    timer = autotune.set_timer(None)
+    yield
+    autotune.enable(before)
+    autotune.set_timer(timer)
+    autotune.clear()
+
+
+def paths(device):
+    ns = emulated.ops() if is_emulated(device) else torch.ops.progan_ext
+    text = ns.kernel_path_counts(True)
+    return {k: int(v) for k, v in (item.split("=") for item in text.split(";") if item)}
+
+
+def conv_inputs(device, n=2, h=6, w=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 8, h, w, generator=g).to(device)
+    wt = torch.randn(16, 8, 3, 3, generator=g).to(device)
+    b = torch.randn(16, generator=g).to(device)
+    return x, wt, b
+
+
+@pytest.mark.parametrize("device", CUDA)
+def test_the_faster_candidate_runs_and_the_choice_is_cached_cuda(device, tuned):
+    timer = FakeTimer(kernel=2e-3, eager=1e-3)
+    autotune.set_timer(timer)
+    x, wt, b = conv_inputs(device)
+    want = ref.eq_conv2d(x.double(), wt.double(), b.double(), pixel_norm=True)
+    out = ops.eq_conv2d(x, wt, b, pixel_norm=True)
+    assert sorted(timer.calls) == ["eager", "kernel"]
+    torch.testing.assert_close(out.double(), want, rtol=1e-4, atol=1e-5)
+    paths(device)  # forget the paths of the timing runs
+    out2 = ops.eq_conv2d(x, wt, b, pixel_norm=True)
+    assert len(timer.calls) == 2  # cached: nothing timed again
+    assert not any(p.startswith("conv.") for p in paths(device))  # the eager composite ran
+    torch.testing.assert_close(out2, out)
+    (choice,) = autotune.choices()
+    assert choice["op"] == "eq_conv2d" and choice["choice"] == "eager"
+    assert choice["times_s"] == {"kernel": 2e-3, "eager": 1e-3}
+    assert ops.backend_info()["autotune"]["choices"] == autotune.choices()
+    # a new signature (another spatial size) is timed again; the old choice stays
+    ops.eq_conv2d(*conv_inputs(device, h=4), pixel_norm=True)
+    assert len(timer.calls) == 4 and len(autotune.choices()) == 2
+
+
+@pytest.mark.parametrize("device", CUDA)
+def test_the_kernel_wins_when_faster_or_tied_cuda(device, tuned):
+    x, wt, b = conv_inputs(device)
+    for seconds in (dict(kernel=1e-3, eager=2e-3), dict(kernel=1e-3, eager=1e-3)):
+        autotune.clear()
+        autotune.set_timer(FakeTimer(**seconds))
+        ops.upsample_conv2d(x, wt, b)
+        paths(device)
+        ops.upsample_conv2d(x, wt, b)
+        assert any(p.startswith("conv.") for p in paths(device)), seconds
+        assert autotune.choices()[0]["choice"] == "kernel"
+
+
+@pytest.mark.parametrize("device", CUDA)
+def test_autotune_off_times_nothing_cuda(device, tuned, monkeypatch):
+    timer = FakeTimer(kernel=2e-3, eager=1e-3)
+    autotune.set_timer(timer)
+    monkeypatch.setenv("PROGAN_EXT_AUTOTUNE", "0")
+    x, wt, b = conv_inputs(device)
+    paths(device)
+    ops.conv2d_downsample(x, wt, b)
+    assert timer.calls == [] and autotune.choices() == []
+    assert any(p.startswith("conv.") for p in paths(device))
+    assert ops.backend_info()["autotune"]["enabled"] is False
+
+
+@pytest.mark.parametrize("device", CUDA)
+@pytest.mark.parametrize("winner", ["kernel", "eager"])
+def test_gradients_through_the_chosen_candidate_cuda(device, tuned, winner):
+    loser = "eager" if winner == "kernel" else "kernel"
+    autotune.set_timer(FakeTimer(**{winner: 1e-3, loser: 2e-3}))
+    x, wt, b = (t.double().requires_grad_() for t in conv_inputs(device))
+    xr, wr, br = (t.detach().clone().requires_grad_() for t in (x, wt, b))
+    y, yr = ops.eq_conv2d(x, wt, b, pixel_norm=True), ref.eq_conv2d(xr, wr, br, pixel_norm=True)
+    g = torch.randn_like(yr)
+    (g * y).sum().backward()
+    (g * yr).sum().backward()
+    for a, r in ((x, xr), (wt, wr), (b, br)):
+        torch.testing.assert_close(a.grad, r.grad, rtol=1e-9, atol=1e-10)
+    assert autotune.choices()[0]["choice"] == winner
+
+
+@pytest.mark.parametrize("device", CUDA)
+def test_every_public_op_is_tuned_cuda(device, tuned):
+    timer = FakeTimer(kernel=2e-3, eager=1e-3)
+    autotune.set_timer(timer)
+    x, wt, b = conv_inputs(device, n=4)
+    ops.pixel_norm(x)
+    ops.bias_act(x, torch.randn(8, device=x.device))
+    ops.minibatch_stddev(x)
+    ops.eq_conv2d(x, wt, b)
+    ops.upsample_conv2d(x, wt, b)
+    ops.conv2d_downsample(x, wt, b)
+    assert sorted(c["op"] for c in autotune.choices()) == sorted(
+        ["pixel_norm", "bias_act", "minibatch_stddev", "eq_conv2d", "upsample_conv2d", "conv2d_downsample"])
+    assert all(c["choice"] == "eager" for c in autotune.choices())
+
+
+def test_cpu_is_not_tuned_by_default(monkeypatch):
+    monkeypatch.delenv("PROGAN_EXT_AUTOTUNE", raising=False)
+    timer = FakeTimer(kernel=2e-3, eager=1e-3)
+    before = autotune.set_timer(timer)
+    try:
+        ops.eq_conv2d(torch.randn(1, 4, 3, 3), torch.randn(4, 4, 3, 3), None, gain=math.sqrt(2))
+    finally:
+        autotune.set_timer(before)
+    assert timer.calls == [] and "cuda" in ops.backend_info()["autotune"]["device_types"]
