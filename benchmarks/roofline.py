@@ -36,9 +36,10 @@ Assumptions (every one of them; the README section repeats the important ones):
    its output y and, for pixel-norm layers, the per-pixel inverse norm r (N*H*W values, counted): the
    leaky-ReLU mask is sign(y) and the pixel-norm backward is r*(g - y*mean_c(g*y)). No recompute. This
    is the bound of the fused design. Today's backward (progan_ext/opdefs/*.py) launches more kernels;
-   the "today" side models them with the same forward: pixel-norm layers rebuild the pre-norm
-   activation a = y / r from the saved output and inverse norm (the *_pn op forms; until 2026-12-03
-   they recomputed it with a second forward convolution), then pixel_norm_backward, bias_act_backward (lrelu),
+   the "today" side models them with the same forward: pixel-norm layers take the pixel-norm
+   gradient in one pass from the saved output and inverse norm (pixel_norm_backward_from_output, since
+   2026-12-04; the *_pn op forms first recomputed the forward convolution, then rebuilt a = y / r in a
+   pass of its own), then bias_act_backward (lrelu),
    the bias sum, a materialised weight flip (the adjoint kernel), grad-input and grad-weight; bias_act
    (and the dense layers' epilogue) runs its bias sum as a pass of its own. Every "today" kernel is still
    at its roofline: the README's Status notes slower paths (fp32 grad-weight: a simple kernel).
@@ -223,10 +224,9 @@ def conv_layer(net, res, layer, op, n, cin, cout, hin, k, *, resample="same", ac
             Kernel("conv grad weight", ci + oc, wn, 2 * emacs)] + sw_b
     if resample == "up":
         bwd.append(Kernel("nearest upsample bwd (sum 2x2)", ci, i, ci - i))
-    today = []  # progan_ext/opdefs/conv.py: the *_pn forms save r; backward rebuilds a = y / r
+    today = []  # progan_ext/opdefs/conv.py: the *_pn forms save r; one pass over g, y and r
     if pn:
-        today += [Kernel("a = y / r (eager)", o + p, o, o),
-                  Kernel("pixel_norm_backward(g, a)", 2 * o, o, 5 * o)]
+        today.append(Kernel("pixel_norm_backward_from_output(g, y, r)", 2 * o + p, o, 4 * o))
     if lrelu:
         today.append(Kernel("bias_act_backward", 2 * o, o, o))
     today += [Kernel("bias grad (sum)", o, b, o), Kernel("weight flip (adjoint kernel)", wn, wn, 0),
@@ -465,10 +465,8 @@ def readme_section(rows: list[Layer]) -> str:
         "the 3x3 conv on the upsampled tensor; conv2d_downsample as one 4x4 stride-2 conv, also 2.25x fewer),",
         "backward = grad-input + grad-weight kernels with the epilogue backward fused (it needs the saved",
         "output and the per-pixel norm). Today's backward (`progan_ext/opdefs/*.py`) runs more passes: the",
-        "pixel-norm layers rebuild their pre-norm activation a = y / r from the saved output and inverse",
-        "norm (an elementwise pass: at the memory-bound large layers it moves more bytes than the second",
-        "forward conv it replaced, so folding it into pixel_norm_backward is the next step on a GPU),",
-        "then pixel_norm_backward, bias_act_backward,",
+        "pixel-norm gradient as a pass of its own over g, the saved output and the inverse norm",
+        "(pixel_norm_backward_from_output), bias_act_backward,",
         "a bias sum and a weight flip before the two convs; the \"today's bwd\" columns model those kernels",
         "(same forward). Eager: one kernel per ATen op of bench_ops.py's composite and its",
         "autograd: `w * scale`, the stored nearest upsample, cuDNN conv, a separate bias add, avg pool,",

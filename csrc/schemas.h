@@ -19,6 +19,9 @@ inline void define_schemas(torch::Library& m) {
   // ---- pixel norm: y = x * rsqrt(mean(x^2, dim=1) + eps) --------------------------------------
   m.def("pixel_norm(Tensor x, float eps) -> Tensor");
   m.def("pixel_norm_backward(Tensor grad, Tensor x, float eps) -> Tensor");
+  // The same gradient from the output y = x * r and the saved inverse norm r ([N, 1, H, W] or
+  // [N, 1], float32, float64 for float64 y): grad_x = r * (grad - y * mean_c(grad * y)), one pass.
+  m.def("pixel_norm_backward_from_output(Tensor grad, Tensor y, Tensor r) -> Tensor");
 
   // ---- minibatch standard deviation (official ProGAN grouping) --------------------------------
   m.def("minibatch_stddev(Tensor x, int group_size, int num_features, float eps) -> Tensor");

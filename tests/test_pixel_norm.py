@@ -127,3 +127,76 @@ def test_past_int32_indexing(device):
     y = ops.pixel_norm(x)
     for sl in [(slice(None), slice(None), slice(0, 2)), (slice(1, 2), slice(None), slice(h - 2, h))]:
         assert_close(y[sl], reference.pixel_norm(x[sl].contiguous()), torch.bfloat16)
+
+
+# ---- pixel_norm_backward_from_output: the pixel-normed convs' backward from y and the saved r ----
+def _y_and_r(x):
+    """y = pixel_norm(x) in x's dtype and r = rsqrt(mean_c(x^2) + 1e-8) in the accumulation dtype."""
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    r = torch.rsqrt(x.to(acc).square().mean(1, keepdim=True) + 1e-8)
+    return (x.to(acc) * r).to(x.dtype), r.contiguous()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided"])
+@pytest.mark.parametrize("shape", [(4, 16, 8, 8), (1, 3, 5, 7), (2, 512, 4, 4), (6, 10)], ids=str)
+def test_backward_from_output_matches_formula_and_backward(device, dtype, layout, shape):
+    kernels = compiled_ops(device)
+    skip_without_kernel("pixel_norm", device)
+    x = randn(shape, dtype=dtype, device=device, layout=layout) * 3
+    g = randn(shape, dtype=dtype, device=device, layout=layout, seed=1)
+    y, r = _y_and_r(x)
+    gx = kernels.pixel_norm_backward_from_output(g, y, r)
+    assert gx.dtype == dtype and gx.shape == x.shape
+    if layout == "channels_last" and len(shape) == 4:
+        assert gx.is_contiguous(memory_format=torch.channels_last)
+    y64, g64, r64 = y.double(), g.double(), r.double()
+    want = r64 * (g64 - y64 * (g64 * y64).mean(1, keepdim=True))
+    assert_close(gx.double(), want, dtype)
+    # the same gradient as pixel_norm_backward from the input (exactly so in float64)
+    if dtype == torch.float64:
+        assert_close(gx, kernels.pixel_norm_backward(g, x, 1e-8), dtype)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("shape", [(2, 5, 3, 4), (3, 7)], ids=str)
+def test_backward_from_output_gradcheck_and_gradgradcheck(device, layout, shape):
+    kernels = compiled_ops(device)
+    skip_without_kernel("pixel_norm", device)
+    g = randn(shape, dtype=torch.float64, device=device, layout=layout, requires_grad=True)
+    y = randn(shape, dtype=torch.float64, device=device, layout=layout, seed=1, requires_grad=True)
+    rshape = (shape[0], 1, *shape[2:])
+    r = (randn(rshape, dtype=torch.float64, device=device, seed=2).abs() + 0.5).requires_grad_()
+    fn = kernels.pixel_norm_backward_from_output
+    assert gradcheck(fn, (g, y, r))
+    assert gradgradcheck(fn, (g, y, r))
+
+
+@requires_compiled
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_backward_from_output_opcheck(device, requires_grad):
+    kernels = compiled_ops(device)
+    skip_without_kernel("pixel_norm", device)
+    for layout in ("contiguous", "channels_last"):
+        y, r = _y_and_r(randn((2, 6, 3, 5), device=device, layout=layout))
+        g = randn((2, 6, 3, 5), device=device, layout=layout, seed=3)
+        args = tuple(t.detach().requires_grad_(requires_grad) for t in (g, y, r))
+        torch.library.opcheck(kernels.pixel_norm_backward_from_output.default, args)
+
+
+@requires_compiled
+@pytest.mark.parametrize("device", DEVICES)
+def test_backward_from_output_validates(device):
+    kernels = compiled_ops(device)
+    skip_without_kernel("pixel_norm", device)
+    y, r = _y_and_r(randn((2, 6, 3, 5), device=device))
+    g = randn((2, 6, 3, 5), device=device, seed=3)
+    with pytest.raises(TypeError, match="r must be Float"):
+        kernels.pixel_norm_backward_from_output(g, y, r.double())
+    with pytest.raises(ValueError, match=r"r must have shape \[2, 1, 3, 5\]"):
+        kernels.pixel_norm_backward_from_output(g, y, r[:, :, :2])
+    with pytest.raises(ValueError, match="shape"):
+        kernels.pixel_norm_backward_from_output(g[:, :5], y, r)

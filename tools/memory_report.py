@@ -53,6 +53,8 @@ def cases():
         Case("pixel_norm", "G 1024x1024 (C=16), 16x16 shown", (2, 16, 16, 16), lambda o, x: o.pixel_norm(x, 1e-8)),
         Case("pixel_norm_backward", "G 256x256 (C=64), 16x16 shown", (2, 64, 16, 16),
              lambda o, x: o.pixel_norm_backward(torch.randn_like(x), x, 1e-8)),
+        Case("pixel_norm_backward_from_output", "G 256x256 conv + pixel norm (C=64), 16x16 shown", (2, 64, 16, 16),
+             lambda o, x: o.pixel_norm_backward_from_output(torch.randn_like(x), x, saved_r(x))),
         Case("bias_act", "G/D 256x256 (C=64), 16x16 shown", (2, 64, 16, 16),
              lambda o, x: o.bias_act(x, b(x.shape[1], x.dtype), "lrelu", 0.2)),
         Case("bias_act_backward", "G/D 256x256 (C=64), 16x16 shown", (2, 64, 16, 16),
@@ -82,6 +84,11 @@ def cases():
         Case("conv2d_resample_grad_weight same, TF32 off", "G/D 256x256 (64->64), 16x16 shown", (2, 64, 16, 16),
              lambda o, x: without_tf32(o.conv2d_resample_grad_weight, x, torch.randn_like(x), 0.06, "same", 3), 64),
     ]
+
+
+def saved_r(y):
+    """An inverse norm per pixel as the pixel-normed convs save it: [N, 1, H, W] float32."""
+    return torch.rsqrt(y.float().square().mean(1, keepdim=True) + 1e-8).contiguous()
 
 
 def without_tf32(fn, *args):

@@ -1,5 +1,6 @@
 // pixel_norm on the CPU: y = x * rsqrt(mean_c(x^2) + eps), and its gradient
-//   grad_x = r*g - r^3 * x * mean_c(g*x),  r = rsqrt(mean_c(x^2) + eps).
+//   grad_x = r*g - r^3 * x * mean_c(g*x),  r = rsqrt(mean_c(x^2) + eps),
+// also from the output and a saved r (the pixel-normed convs): grad_x = r * (g - y * mean_c(g*y)).
 //
 // The input is N images of S = H*W pixels of C channels (S = 1 for rank-2 input). Both layouts
 // keep the inner loops on adjacent memory:
@@ -15,6 +16,7 @@
 #include <cmath>
 
 #include "../common.h"
+#include "../pixel_norm_checks.h"
 #include "cpu_utils.h"
 
 namespace progan_ext {
@@ -51,6 +53,21 @@ PROGAN_CPU_MULTIVERSION void backward_pixels(const T* __restrict g, const T* __r
     const A r = A(1) / std::sqrt(cpu::dot(xp, xp, C) / A(C) + eps);
     const A cx = r * r * r * cpu::dot(gp, xp, C) / A(C);
     for (int64_t c = 0; c < C; ++c) store(gxp + c, r * load(gp + c) - cx * load(xp + c));
+  }
+}
+
+// From the output: grad_x = r * (g - y * mean_c(g*y)), r the saved inverse norm of each pixel.
+template <typename T>
+PROGAN_CPU_MULTIVERSION void from_output_pixels(const T* __restrict g, const T* __restrict y,
+                                                const acc_t<T>* __restrict r, T* __restrict gx, int64_t C,
+                                                int64_t p0, int64_t p1) {
+  using A = acc_t<T>;
+  for (int64_t p = p0; p < p1; ++p) {
+    const T* __restrict yp = y + p * C;
+    const T* __restrict gp = g + p * C;
+    T* __restrict gxp = gx + p * C;
+    const A rp = r[p], cy = rp * cpu::dot(gp, yp, C) / A(C);
+    for (int64_t c = 0; c < C; ++c) store(gxp + c, rp * load(gp + c) - cy * load(yp + c));
   }
 }
 
@@ -91,6 +108,20 @@ PROGAN_CPU_MULTIVERSION void backward_block(const T* __restrict g, const T* __re
   for (int64_t c = 0; c < C; ++c)
     for (int64_t i = 0; i < len; ++i)
       store(gx + c * S + i, sxx[i] * load(g + c * S + i) - sgx[i] * load(x + c * S + i));
+}
+
+// From the output, a block of `len` pixels whose inverse norms start at r.
+template <typename T>
+PROGAN_CPU_MULTIVERSION void from_output_block(const T* __restrict g, const T* __restrict y,
+                                               const acc_t<T>* __restrict r, T* __restrict gx, int64_t C,
+                                               int64_t S, int64_t len) {
+  using A = acc_t<T>;
+  A sgy[kBlock] = {};
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t i = 0; i < len; ++i) sgy[i] += load(g + c * S + i) * load(y + c * S + i);
+  for (int64_t i = 0; i < len; ++i) sgy[i] = r[i] * sgy[i] / A(C);  // coefficient of y
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t i = 0; i < len; ++i) store(gx + c * S + i, r[i] * load(g + c * S + i) - sgy[i] * load(y + c * S + i));
 }
 
 // fn(offset of the block's first element, pixels in the block) over every NCHW block, in parallel.
@@ -164,11 +195,39 @@ at::Tensor pixel_norm_backward_cpu(const at::Tensor& grad_in, const at::Tensor& 
   return gx;
 }
 
+at::Tensor pixel_norm_backward_from_output_cpu(const at::Tensor& grad_in, const at::Tensor& y_in,
+                                               const at::Tensor& r_in) {
+  check_pixel_norm_from_output_args(grad_in, y_in, r_in);
+  const auto fmt = layout_of(y_in);
+  const at::Tensor y = y_in.contiguous(fmt), g = grad_in.contiguous(fmt), r = r_in.contiguous();
+  at::Tensor gx = at::empty(y.sizes(), y.options().memory_format(fmt));
+  if (y.numel() == 0) return gx;
+  const PixelGrid v = pixel_grid(y);
+  PROGAN_DISPATCH_FLOATING_TYPES(y.scalar_type(), "pixel_norm_backward_from_output_cpu", [&] {
+    const scalar_t* gp = g.const_data_ptr<scalar_t>();
+    const scalar_t* yp = y.const_data_ptr<scalar_t>();
+    const acc_t<scalar_t>* rp = r.const_data_ptr<acc_t<scalar_t>>();  // pixel n*S + s
+    scalar_t* gxp = gx.mutable_data_ptr<scalar_t>();
+    if (v.channels_inner) {
+      cpu::parallel_for(0, v.n * v.s, cpu::grain_for(2 * v.c), [&](int64_t p0, int64_t p1) {
+        from_output_pixels<scalar_t>(gp, yp, rp, gxp, v.c, p0, p1);
+      });
+    } else {
+      for_nchw_blocks(v.n, v.c, v.s, [&](int64_t off, int64_t len) {
+        const int64_t pixel = (off / (v.c * v.s)) * v.s + off % (v.c * v.s);  // n*S + s0
+        from_output_block<scalar_t>(gp + off, yp + off, rp + pixel, gxp + off, v.c, v.s, len);
+      });
+    }
+  });
+  return gx;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(progan_ext, CPU, m) {
   m.impl("pixel_norm", &pixel_norm_cpu);
   m.impl("pixel_norm_backward", &pixel_norm_backward_cpu);
+  m.impl("pixel_norm_backward_from_output", &pixel_norm_backward_from_output_cpu);
 }
 
 }  // namespace progan_ext

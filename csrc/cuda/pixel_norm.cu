@@ -1,5 +1,6 @@
 // pixel_norm on CUDA: y = x * rsqrt(mean_c(x^2) + eps), and its gradient
-//   gx = r*g - r^3 * x * mean_c(g*x).
+//   gx = r*g - r^3 * x * mean_c(g*x),
+// also from the output y and the saved r (the pixel-normed convs): gx = r * (g - y * mean_c(g*y)).
 //
 // Two memory layouts, two kernels:
 //  * channels inner (channels_last or rank 2): a pixel's C values are contiguous. A group of
@@ -16,6 +17,7 @@
 #include <ATen/ops/empty.h>
 
 #include "../common.h"
+#include "../pixel_norm_checks.h"
 #include "device_utils.cuh"
 #include "launch.cuh"
 
@@ -25,13 +27,19 @@ namespace {
 
 constexpr int kThreads = 256;
 
-// Per-pixel coefficients: forward y = a*x; backward gx = a*g - b*x.
-template <typename T, bool kBackward>
+// What a kernel computes. x is the op's input, or the output y for kFromOutput, whose inverse
+// norms r come saved (rin) instead of from x.
+enum Mode : int { kForward = 0, kBackward = 1, kFromOutput = 2 };
+
+// Per-pixel coefficients: forward y = a*x; backward gx = a*g - b*x (a = r, b = r^3 mean_c(g x));
+// from the output gx = a*g - b*y (a = r saved, b = r mean_c(g y)).
+template <typename T, int kMode>
 struct Coeffs {
   T a, b;
-  __device__ static Coeffs make(T sxx, T sgx, int64_t C, T eps) {
+  __device__ static Coeffs make(T sxx, T sgx, int64_t C, T eps, T r_saved) {
+    if constexpr (kMode == kFromOutput) return {r_saved, r_saved * sgx / T(C)};
     const T r = T(1) / sqrt(sxx / T(C) + eps);
-    return {r, kBackward ? r * r * r * sgx / T(C) : T(0)};
+    return {r, kMode == kBackward ? r * r * r * sgx / T(C) : T(0)};
   }
 };
 
@@ -42,10 +50,10 @@ struct Coeffs {
 // access one contiguous run. The sums are xor-shuffle reductions inside each group (fixed order:
 // deterministic). The loop bound is uniform over the warp (pixels past the end take part in the
 // shuffles with zeros), so the full-mask shuffles always find all 32 lanes.
-template <typename scalar_t, int VEC, bool kBackward>
+template <typename scalar_t, int VEC, int kMode>
 __global__ void pixel_norm_rows_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ g,
-                                       scalar_t* __restrict__ out, int64_t pixels, int64_t C, int lanes,
-                                       acc_t<scalar_t> eps) {
+                                       const acc_t<scalar_t>* __restrict__ rin, scalar_t* __restrict__ out,
+                                       int64_t pixels, int64_t C, int lanes, acc_t<scalar_t> eps) {
   using T = acc_t<scalar_t>;
   const int lane = threadIdx.x % 32;
   const int sub = lane % lanes;                      // lane within its pixel's group
@@ -59,24 +67,27 @@ __global__ void pixel_norm_rows_kernel(const scalar_t* __restrict__ x, const sca
     T sxx = 0, sgx = 0;
     for (int64_t c = int64_t(sub) * VEC; valid && c < C; c += int64_t(lanes) * VEC) {
       const auto xv = load_vec<scalar_t, VEC>(x + base + c);
+      if constexpr (kMode != kFromOutput) {
 #pragma unroll
-      for (int k = 0; k < VEC; ++k) {
-        const T xf = static_cast<T>(xv.v[k]);
-        sxx += xf * xf;
+        for (int k = 0; k < VEC; ++k) {
+          const T xf = static_cast<T>(xv.v[k]);
+          sxx += xf * xf;
+        }
       }
-      if constexpr (kBackward) {
+      if constexpr (kMode != kForward) {
         const auto gv = load_vec<scalar_t, VEC>(g + base + c);
 #pragma unroll
         for (int k = 0; k < VEC; ++k) sgx += static_cast<T>(gv.v[k]) * static_cast<T>(xv.v[k]);
       }
     }
-    sxx = group_sum(sxx, lanes);
-    if constexpr (kBackward) sgx = group_sum(sgx, lanes);
-    const auto co = Coeffs<T, kBackward>::make(sxx, sgx, C, eps);
+    if constexpr (kMode != kFromOutput) sxx = group_sum(sxx, lanes);
+    if constexpr (kMode != kForward) sgx = group_sum(sgx, lanes);
+    const T r_saved = kMode == kFromOutput && valid ? rin[p] : T(0);
+    const auto co = Coeffs<T, kMode>::make(sxx, sgx, C, eps, r_saved);
     for (int64_t c = int64_t(sub) * VEC; valid && c < C; c += int64_t(lanes) * VEC) {
       const auto xv = load_vec<scalar_t, VEC>(x + base + c);
       Vec<scalar_t, VEC> ov;
-      if constexpr (kBackward) {
+      if constexpr (kMode != kForward) {
         const auto gv = load_vec<scalar_t, VEC>(g + base + c);
 #pragma unroll
         for (int k = 0; k < VEC; ++k)
@@ -91,34 +102,38 @@ __global__ void pixel_norm_rows_kernel(const scalar_t* __restrict__ x, const sca
 }
 
 // ---- NCHW: one thread per VEC adjacent pixels of an image -----------------------------------------
-template <typename scalar_t, int VEC, bool kBackward>
+template <typename scalar_t, int VEC, int kMode>
 __global__ void pixel_norm_planes_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ g,
-                                         scalar_t* __restrict__ out, int64_t N, int64_t C, int64_t S,
-                                         acc_t<scalar_t> eps) {
+                                         const acc_t<scalar_t>* __restrict__ rin, scalar_t* __restrict__ out,
+                                         int64_t N, int64_t C, int64_t S, acc_t<scalar_t> eps) {
   using T = acc_t<scalar_t>;
   const int64_t groups_per_image = S / VEC;  // VEC > 1 only when S % VEC == 0 and x is aligned
   const int64_t items = N * groups_per_image;
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < items; i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t n = i / groups_per_image;
-    const int64_t base = n * C * S + (i % groups_per_image) * VEC;  // channel 0 of the VEC pixels
+    const int64_t s0 = (i % groups_per_image) * VEC;  // first of the VEC pixels in the image
+    const int64_t base = n * C * S + s0;               // channel 0 of the VEC pixels
     T sxx[VEC] = {}, sgx[VEC] = {};
     for (int64_t c = 0; c < C; ++c) {
       const auto xv = load_vec<scalar_t, VEC>(x + base + c * S);
+      if constexpr (kMode != kFromOutput) {
 #pragma unroll
-      for (int k = 0; k < VEC; ++k) sxx[k] += static_cast<T>(xv.v[k]) * static_cast<T>(xv.v[k]);
-      if constexpr (kBackward) {
+        for (int k = 0; k < VEC; ++k) sxx[k] += static_cast<T>(xv.v[k]) * static_cast<T>(xv.v[k]);
+      }
+      if constexpr (kMode != kForward) {
         const auto gv = load_vec<scalar_t, VEC>(g + base + c * S);
 #pragma unroll
         for (int k = 0; k < VEC; ++k) sgx[k] += static_cast<T>(gv.v[k]) * static_cast<T>(xv.v[k]);
       }
     }
-    Coeffs<T, kBackward> co[VEC];
+    Coeffs<T, kMode> co[VEC];
 #pragma unroll
-    for (int k = 0; k < VEC; ++k) co[k] = Coeffs<T, kBackward>::make(sxx[k], sgx[k], C, eps);
+    for (int k = 0; k < VEC; ++k)
+      co[k] = Coeffs<T, kMode>::make(sxx[k], sgx[k], C, eps, kMode == kFromOutput ? rin[n * S + s0 + k] : T(0));
     for (int64_t c = 0; c < C; ++c) {
       const auto xv = load_vec<scalar_t, VEC>(x + base + c * S);
       Vec<scalar_t, VEC> ov;
-      if constexpr (kBackward) {
+      if constexpr (kMode != kForward) {
         const auto gv = load_vec<scalar_t, VEC>(g + base + c * S);
 #pragma unroll
         for (int k = 0; k < VEC; ++k)
@@ -133,11 +148,12 @@ __global__ void pixel_norm_planes_kernel(const scalar_t* __restrict__ x, const s
 }
 
 // Picks the layout kernel and the widest vector width the sizes and pointers allow.
-template <typename scalar_t, bool kBackward>
-void launch_pixel_norm(const at::Tensor& x, const at::Tensor* g, at::Tensor& out, double eps) {
+template <typename scalar_t, int kMode>
+void launch_pixel_norm(const at::Tensor& x, const at::Tensor* g, const at::Tensor* r, at::Tensor& out, double eps) {
   constexpr int V = kVec<scalar_t>;
   const scalar_t* xp = x.const_data_ptr<scalar_t>();
   const scalar_t* gp = g ? g->const_data_ptr<scalar_t>() : nullptr;
+  const acc_t<scalar_t>* rp = r ? r->const_data_ptr<acc_t<scalar_t>>() : nullptr;
   scalar_t* op = out.mutable_data_ptr<scalar_t>();
   const bool ptrs_aligned = aligned16(xp) && aligned16(op) && (!gp || aligned16(gp));
   const int64_t N = x.size(0), C = x.size(1), S = x.dim() == 4 ? x.size(2) * x.size(3) : 1;
@@ -151,21 +167,21 @@ void launch_pixel_norm(const at::Tensor& x, const at::Tensor* g, at::Tensor& out
     const unsigned blocks = grid_for(ceil_div(pixels, 32 / lanes), kThreads / 32);
     if (vec) {
       record_kernel_path("pixel_norm.rows_vec");
-      PROGAN_LAUNCH((pixel_norm_rows_kernel<scalar_t, V, kBackward>), blocks, kThreads, 0, stream, xp, gp, op, pixels,
-                    C, lanes, e);
+      PROGAN_LAUNCH((pixel_norm_rows_kernel<scalar_t, V, kMode>), blocks, kThreads, 0, stream, xp, gp, rp, op,
+                    pixels, C, lanes, e);
     } else {
       record_kernel_path("pixel_norm.rows");
-      PROGAN_LAUNCH((pixel_norm_rows_kernel<scalar_t, 1, kBackward>), blocks, kThreads, 0, stream, xp, gp, op, pixels,
-                    C, lanes, e);
+      PROGAN_LAUNCH((pixel_norm_rows_kernel<scalar_t, 1, kMode>), blocks, kThreads, 0, stream, xp, gp, rp, op,
+                    pixels, C, lanes, e);
     }
   } else if (ptrs_aligned && S % V == 0) {
     record_kernel_path("pixel_norm.planes_vec");
-    PROGAN_LAUNCH((pixel_norm_planes_kernel<scalar_t, V, kBackward>), grid_for(N * S / V, kThreads), kThreads, 0,
-                  stream, xp, gp, op, N, C, S, e);
+    PROGAN_LAUNCH((pixel_norm_planes_kernel<scalar_t, V, kMode>), grid_for(N * S / V, kThreads), kThreads, 0,
+                  stream, xp, gp, rp, op, N, C, S, e);
   } else {
     record_kernel_path("pixel_norm.planes");
-    PROGAN_LAUNCH((pixel_norm_planes_kernel<scalar_t, 1, kBackward>), grid_for(N * S, kThreads), kThreads, 0, stream,
-                  xp, gp, op, N, C, S, e);
+    PROGAN_LAUNCH((pixel_norm_planes_kernel<scalar_t, 1, kMode>), grid_for(N * S, kThreads), kThreads, 0, stream,
+                  xp, gp, rp, op, N, C, S, e);
   }
 }
 
@@ -177,7 +193,7 @@ at::Tensor pixel_norm_cuda(const at::Tensor& x_in, double eps) {
   at::Tensor y = at::empty(x.sizes(), x.options().memory_format(fmt));
   if (x.numel() == 0) return y;
   PROGAN_DISPATCH_FLOATING_TYPES(x.scalar_type(), "pixel_norm_cuda",
-                                 [&] { launch_pixel_norm<scalar_t, false>(x, nullptr, y, eps); });
+                                 [&] { launch_pixel_norm<scalar_t, kForward>(x, nullptr, nullptr, y, eps); });
   return y;
 }
 
@@ -190,7 +206,20 @@ at::Tensor pixel_norm_backward_cuda(const at::Tensor& grad_in, const at::Tensor&
   at::Tensor gx = at::empty(x.sizes(), x.options().memory_format(fmt));
   if (x.numel() == 0) return gx;
   PROGAN_DISPATCH_FLOATING_TYPES(x.scalar_type(), "pixel_norm_backward_cuda",
-                                 [&] { launch_pixel_norm<scalar_t, true>(x, &g, gx, eps); });
+                                 [&] { launch_pixel_norm<scalar_t, kBackward>(x, &g, nullptr, gx, eps); });
+  return gx;
+}
+
+at::Tensor pixel_norm_backward_from_output_cuda(const at::Tensor& grad_in, const at::Tensor& y_in,
+                                                const at::Tensor& r_in) {
+  check_pixel_norm_from_output_args(grad_in, y_in, r_in);
+  const DeviceGuard guard(y_in);
+  const auto fmt = layout_of(y_in);
+  const at::Tensor y = y_in.contiguous(fmt), g = grad_in.contiguous(fmt), r = r_in.contiguous();
+  at::Tensor gx = at::empty(y.sizes(), y.options().memory_format(fmt));
+  if (y.numel() == 0) return gx;
+  PROGAN_DISPATCH_FLOATING_TYPES(y.scalar_type(), "pixel_norm_backward_from_output_cuda",
+                                 [&] { launch_pixel_norm<scalar_t, kFromOutput>(y, &g, &r, gx, 1.0); });
   return gx;
 }
 
@@ -200,6 +229,7 @@ at::Tensor pixel_norm_backward_cuda(const at::Tensor& grad_in, const at::Tensor&
 PROGAN_CUDA_KERNELS(m) {
   m.impl("pixel_norm", &cuda::pixel_norm_cuda);
   m.impl("pixel_norm_backward", &cuda::pixel_norm_backward_cuda);
+  m.impl("pixel_norm_backward_from_output", &cuda::pixel_norm_backward_from_output_cuda);
 }
 
 }  // namespace progan_ext

@@ -15,7 +15,7 @@ from . import bias_act, conv, minibatch_stddev, pixel_norm
 _registered: set[str] = set()
 
 # Every op whose fake kernel or autograd is registered here.
-OPS = ("pixel_norm", "pixel_norm_backward", "minibatch_stddev", "minibatch_stddev_backward", "bias_act",
+OPS = ("pixel_norm", "pixel_norm_backward", "pixel_norm_backward_from_output", "minibatch_stddev", "minibatch_stddev_backward", "bias_act",
        "bias_act_backward", "eq_conv2d", "upsample_conv2d", "conv2d_downsample", "eq_conv2d_pn",
        "upsample_conv2d_pn", "conv2d_resample", "conv2d_resample_grad_weight")
 

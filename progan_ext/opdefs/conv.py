@@ -22,10 +22,13 @@ pixel_norm_backward(g, a, 1e-8), a, alpha). Only inputs and outputs are saved.
 
 The pixel-normed forms eq_conv2d_pn / upsample_conv2d_pn (what progan_ext.ops calls) also return
 the per-pixel inverse norm r = rsqrt(mean_c(a^2) + 1e-8), so y = a * r and backward needs no second
-convolution: a = y / r, and for incoming gradients gy (of y) and gr (of r), with
+convolution: with a = y / r, and for incoming gradients gy (of y) and gr (of r), with
 dr/da_c = -r^3 a_c / C = -r^2 y_c / C,
-    ga = pixel_norm_backward(gy, a, 1e-8) - (r^2 / C) * y * gr,   gz = bias_act_backward(ga, y, alpha)
-(y has a's sign). Every step is a differentiable op of saved inputs and outputs, so the double
+    ga = pixel_norm_backward(gy, a, 1e-8) - (r^2 / C) * y * gr
+       = pixel_norm_backward_from_output(gy, y, r) - (r^2 / C) * y * gr,
+    gz = bias_act_backward(ga, y, alpha)
+(pixel_norm_backward_from_output: r * (gy - y * mean_c(gy * y)), one pass, a never formed; y has
+a's sign). Every step is a differentiable op of saved inputs and outputs, so the double
 backward of the WGAN-GP penalty runs through the same formulas.
 """
 
@@ -193,8 +196,8 @@ def _register_fused_pn(ns, name, mode):
     def backward(ctx, gy, gr):
         x, weight, bias, y, r = ctx.saved_tensors
         ga = None
-        if gy is not None:
-            ga = ops.pixel_norm_backward(gy, (y / r).to(y.dtype), _PIXEL_NORM_EPS)
+        if gy is not None:  # one pass over gy, y and r (no y / r tensor, no second rsqrt)
+            ga = ops.pixel_norm_backward_from_output(gy, y, r)
         if gr is not None:
             t = ((r * r) * gr * (-1.0 / y.shape[1]) * y).to(y.dtype)
             ga = t if ga is None else ga + t

@@ -2,6 +2,7 @@
 
     y  = x * r,  r = rsqrt(mean_c(x^2) + eps)
     gx = pixel_norm_backward(g, x) = r*g - r^3 * x * mean_c(g*x)
+       = pixel_norm_backward_from_output(g, y, r) = r * (g - y * mean_c(g*y))   (r saved by the convs)
 
 The Jacobian dy/dx is symmetric, so the derivative of ``pixel_norm_backward`` with respect to g
 is ``pixel_norm_backward`` again; its derivative with respect to x is written below with plain
@@ -20,6 +21,10 @@ def _pixel_norm_fake(x, eps):
 
 def _pixel_norm_backward_fake(grad, x, eps):
     return empty_like_layout(x)
+
+
+def _pixel_norm_backward_from_output_fake(grad, y, r):
+    return empty_like_layout(y)
 
 
 def _setup(ctx, inputs, output):
@@ -57,12 +62,41 @@ def _pixel_norm_backward_grad(ops, ctx, u):
     return grad_g, grad_x, None
 
 
+def _setup_from_output(ctx, inputs, output):
+    grad, y, r = inputs
+    ctx.save_for_backward(grad, y, r)
+
+
+def _from_output_grad(ops, ctx, h):
+    # gx = r * (g - y m), m = mean_c(g y). With upstream h:
+    #   d/dg = r * (h - y mean_c(h y))        (the op itself: its Jacobian in g is symmetric)
+    #   d/dy = -r * (h m + g mean_c(h y))
+    #   d/dr = sum_c h * (g - y m)
+    g, y, r = ctx.saved_tensors
+    grad_g = grad_y = grad_r = None
+    if ctx.needs_input_grad[0]:
+        grad_g = ops.pixel_norm_backward_from_output(h, y, r)
+    if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+        gf, yf, hf, rf = acc(g), acc(y), acc(h), r
+        m = (gf * yf).mean(1, keepdim=True)
+        if ctx.needs_input_grad[1]:
+            grad_y = (-rf * (hf * m + gf * (hf * yf).mean(1, keepdim=True))).to(y.dtype)
+        if ctx.needs_input_grad[2]:
+            grad_r = (hf * (gf - yf * m)).sum(1, keepdim=True).to(r.dtype)
+    return grad_g, grad_y, grad_r
+
+
 def register(ns: str) -> None:
-    """Fake kernels and autograd of ``{ns}::pixel_norm`` and ``{ns}::pixel_norm_backward``."""
+    """Fake kernels and autograd of ``{ns}::pixel_norm``, ``{ns}::pixel_norm_backward`` and
+    ``{ns}::pixel_norm_backward_from_output``."""
     ops = getattr(torch.ops, ns)
     torch.library.register_fake(f"{ns}::pixel_norm", _pixel_norm_fake)
     torch.library.register_fake(f"{ns}::pixel_norm_backward", _pixel_norm_backward_fake)
     torch.library.register_autograd(f"{ns}::pixel_norm", partial(_pixel_norm_grad, ops), setup_context=_setup)
     torch.library.register_autograd(
         f"{ns}::pixel_norm_backward", partial(_pixel_norm_backward_grad, ops), setup_context=_setup_backward
+    )
+    torch.library.register_fake(f"{ns}::pixel_norm_backward_from_output", _pixel_norm_backward_from_output_fake)
+    torch.library.register_autograd(
+        f"{ns}::pixel_norm_backward_from_output", partial(_from_output_grad, ops), setup_context=_setup_from_output
     )
