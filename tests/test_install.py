@@ -173,6 +173,7 @@ def test_entry_points_when_installed():
 # ---- optional builds of the kernels (progan_ext._emu, progan_ext._emu_trace) -------------------
 def test_stale_emulated_module_is_refused_without_loading(monkeypatch):
     # A variant built from other csrc/ sources would run old kernels: refused before import.
+    monkeypatch.setattr(_ext, "CHECKOUT", REPO)  # as when imported from the checkout (CI imports the installed copy)
     monkeypatch.setattr(_ext, "_read_build_info", lambda folder: {"module_digests": {"progan_ext._no_such": "0" * 64}})
     why = _ext.load_variant("progan_ext._no_such", "progan_ext_no_such", "`the build command`")
     assert "stale build" in why and "`the build command`" in why
@@ -180,6 +181,7 @@ def test_stale_emulated_module_is_refused_without_loading(monkeypatch):
 
 
 def test_current_emulated_module_that_is_absent_names_the_command(monkeypatch):
+    monkeypatch.setattr(_ext, "CHECKOUT", REPO)
     current = sources_digest(REPO / "csrc")
     monkeypatch.setattr(_ext, "_read_build_info", lambda folder: {"module_digests": {"progan_ext._no_such": current}})
     why = _ext.load_variant("progan_ext._no_such", "progan_ext_no_such", "`the build command`")
