@@ -25,7 +25,12 @@ import common  # benchmarks/common.py (puts the repository root on sys.path)
 import torch
 
 TOL = {"fp32": 5e-3, "fp16": 3e-2, "bf16": 0.15}  # relative L2 error vs float64: loose on purpose, it catches
-# garbage (unwritten or misindexed memory gives errors near 1 or NaN); tests/ check accuracy
+# garbage (unwritten or misindexed memory gives errors near 1 or NaN); tests/ check accuracy.
+# fp32 convolutions with TF32 allowed (PyTorch's default; every channel count since the padding of
+# issue 15) run on TF32 tensor cores: a 10-bit mantissa, and outputs near zero whose leaky-ReLU slope
+# then differs from float64's, so their gradients get this bound (still far below garbage's ~1).
+TOL_TF32 = 6e-2
+_cuda_kernels = False  # set by main: the CUDA kernels (a GPU or the emulated build) are under test
 
 
 def cases():
@@ -73,6 +78,8 @@ def run_case(fn, xs, ws, with_bias, dtype, layout, device, gen) -> list[str]:
     if y.dtype != dtype or y.shape != y_ref.shape:
         problems.append(f"output {y.dtype} {tuple(y.shape)}, expected {dtype} {tuple(y_ref.shape)}")
     tol = TOL[{torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype]]
+    if dtype == torch.float32 and ws is not None and torch.backends.cudnn.allow_tf32 and _cuda_kernels:
+        tol = TOL_TF32
     for name, a, b in [("y", y, y_ref)] + [(f"grad{i}", g, gr) for i, (g, gr) in enumerate(zip(grads, grads_ref))]:
         if not torch.isfinite(a.float()).all():
             problems.append(f"{name} has non-finite values")
@@ -91,6 +98,8 @@ def main(argv=None) -> int:
     p.add_argument("--layouts", type=common.layout_list, default=list(common.LAYOUTS))
     args = p.parse_args(argv)
     device = common.resolve_device("cpu" if args.device == "emulated" else args.device)
+    global _cuda_kernels
+    _cuda_kernels = args.device in ("cuda", "emulated")
     warnings.filterwarnings("ignore", message=".*Falling back to the pure-PyTorch reference.*")
     import progan_ext  # noqa: PLC0415
     from progan_ext import emulated  # noqa: PLC0415
