@@ -188,6 +188,7 @@ def build_info_text(path: Path, built: list[str], new: dict) -> str:
 def extension():
     sources = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc").glob("*.cpp"))
     sources += sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc" / "cpu").glob("*.cpp"))
+    sources += sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc" / "autograd").glob("*.cpp"))
     # -fno-trapping-math: the CPU kernels never read floating-point exception flags; without it GCC
     # may not compute both sides of a select (leaky ReLU) and leaves those loops scalar on AVX2.
     cxx = ["-O0", "-g"] if DEBUG else ["-O3", "-fno-trapping-math"]
@@ -234,7 +235,7 @@ def traced_extension():
     locals of inline functions (the WMMA element maps, the shared-memory tags) process-wide to one
     copy shared with progan_ext._emu when both modules are loaded."""
     emu = ROOT / "csrc" / "emu"
-    plain = ["runtime.cpp", "device_api.cpp", "module.cpp", "trace/tracer.cpp", "trace/tsan_hooks.cpp"]
+    plain = ["runtime.cpp", "device_api.cpp", "module.cpp", "autograd.cpp", "trace/tracer.cpp", "trace/tsan_hooks.cpp"]
     available = sorted(p.stem for p in emu.glob("*.cpp") if p.name not in plain + ["probes.cpp", "autocast.cpp"])
     wanted = os.environ.get("PROGAN_EXT_TRACE_KERNELS", "all").strip()
     wanted = available if wanted == "all" else [] if wanted == "probes" else [k.strip() for k in wanted.split(",")]

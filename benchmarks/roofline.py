@@ -35,7 +35,7 @@ Assumptions (every one of them; the README section repeats the important ones):
    it, and grad-weight (recomputes the epilogue backward from dy and y). This needs the forward to save
    its output y and, for pixel-norm layers, the per-pixel inverse norm r (N*H*W values, counted): the
    leaky-ReLU mask is sign(y) and the pixel-norm backward is r*(g - y*mean_c(g*y)). No recompute. This
-   is the bound of the fused design. Today's backward (progan_ext/opdefs/*.py) launches more kernels;
+   is the bound of the fused design. Today's backward (csrc/autograd/*.cpp) launches more kernels;
    the "today" side models them with the same forward: pixel-norm layers take the pixel-norm
    gradient in one pass from the saved output and inverse norm (pixel_norm_backward_from_output, since
    2026-12-04; the *_pn op forms first recomputed the forward convolution, then rebuilt a = y / r in a
@@ -112,7 +112,7 @@ class Layer:
     today_bwd: list | None = None  # the backward kernels progan_ext launches today, where they differ
 
     def __post_init__(self):
-        # "today": the fused forward + today's backward (progan_ext/opdefs/*.py), fwd+bwd only.
+        # "today": the fused forward + today's backward (csrc/autograd/*.cpp), fwd+bwd only.
         bwd = self.today_bwd
         self.today = {"fwd": self.fused["fwd"], "fwdbwd": self.fused["fwd"] + bwd if bwd else self.fused["fwdbwd"]}
 
@@ -224,7 +224,7 @@ def conv_layer(net, res, layer, op, n, cin, cout, hin, k, *, resample="same", ac
             Kernel("conv grad weight", ci + oc, wn, 2 * emacs)] + sw_b
     if resample == "up":
         bwd.append(Kernel("nearest upsample bwd (sum 2x2)", ci, i, ci - i))
-    today = []  # progan_ext/opdefs/conv.py: the *_pn forms save r; one pass over g, y and r
+    today = []  # csrc/autograd/conv.cpp: the *_pn forms save r; one pass over g, y and r
     if pn:
         today.append(Kernel("pixel_norm_backward_from_output(g, y, r)", 2 * o + p, o, 4 * o))
     if lrelu:
@@ -263,7 +263,7 @@ def dense_layer(net, res, layer, n, fin, fout, *, bias=True, act="lrelu", pn_pix
         e_fwd += pf
         e_bwd = pb + e_bwd
     fused = _both(f_fwd, f_bwd + gemm_b + sw_b)
-    today = [k for k in f_bwd if k.name == "pixel_norm bwd"]  # opdefs/bias_act.py: the bias sum is its own pass
+    today = [k for k in f_bwd if k.name == "pixel_norm bwd"]  # csrc/autograd/bias_act.cpp: the bias sum is its own pass
     today += ([Kernel("bias_act_backward", 2 * o, o, o)] if lrelu else []) + (
         [Kernel("bias grad (sum)", o, bb, o)] if bias else []) + gemm_b + sw_b
     return Layer(net, res, layer, "linear", n, fin, fout, fused, _both(e_fwd, e_bwd + gemm_b + sw_b), today_bwd=today)
@@ -464,7 +464,7 @@ def readme_section(rows: list[Layer]) -> str:
         "limits. Fused: one forward kernel (upsample_conv2d as four 2x2 phase convs, 2.25x fewer MACs than",
         "the 3x3 conv on the upsampled tensor; conv2d_downsample as one 4x4 stride-2 conv, also 2.25x fewer),",
         "backward = grad-input + grad-weight kernels with the epilogue backward fused (it needs the saved",
-        "output and the per-pixel norm). Today's backward (`progan_ext/opdefs/*.py`) runs more passes: the",
+        "output and the per-pixel norm). Today's backward (`csrc/autograd/*.cpp`) runs more passes: the",
         "pixel-norm gradient as a pass of its own over g, the saved output and the inverse norm",
         "(pixel_norm_backward_from_output), bias_act_backward,",
         "a bias sum and a weight flip before the two convs; the \"today's bwd\" columns model those kernels",

@@ -13,15 +13,7 @@
 
 #include <tuple>
 
-// The op namespace these rules are for: progan_ext, or progan_ext_emu in the emulated module.
-#if defined(PROGAN_EXT_EMULATION)
-#define PROGAN_OPS_NS progan_ext_emu
-#else
-#define PROGAN_OPS_NS progan_ext
-#endif
-#define PROGAN_STR2(x) #x
-#define PROGAN_STR(x) PROGAN_STR2(x)
-#define PROGAN_OP(name) PROGAN_STR(PROGAN_OPS_NS) "::" name
+#include "ops_ns.h"  // PROGAN_OPS_NS: progan_ext, or progan_ext_emu in the emulated module
 
 namespace progan_ext {
 namespace {

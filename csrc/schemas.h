@@ -3,8 +3,9 @@
 // same schemas in progan_ext_emu, so that each op exists once per implementation with one schema.
 //
 // Kernels register themselves next to their code: TORCH_LIBRARY_IMPL(progan_ext, CPU, m) in
-// csrc/cpu/<op>.cpp and PROGAN_CUDA_KERNELS(m) in csrc/cuda/<op>.cu. Fake kernels, autograd and
-// autocast rules are registered from Python (progan_ext/opdefs/<op>.py). Each `*_backward` op is
+// csrc/cpu/<op>.cpp and PROGAN_CUDA_KERNELS(m) in csrc/cuda/<op>.cu; autograd formulas in
+// csrc/autograd/<op>.cpp and autocast rules in csrc/autocast.cpp (both C++, for every namespace);
+// fake kernels for torch.compile from Python (progan_ext/opdefs/<op>.py). Each `*_backward` op is
 // the gradient of its forward op and is itself differentiable, so second derivatives (the WGAN-GP
 // penalty) flow through compiled kernels too.
 #pragma once

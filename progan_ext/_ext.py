@@ -169,7 +169,7 @@ def _load() -> None:
 
 def load_variant(module: str, namespace: str, build: str) -> str | None:
     """Loads an optional build of the kernels (``progan_ext._emu``, ``progan_ext._emu_trace``), whose
-    ops are ``torch.ops.<namespace>``, and registers their fake kernels and autograd (opdefs).
+    ops are ``torch.ops.<namespace>``, and registers their fake kernels (opdefs; autograd and autocast are C++, in the module).
     Returns why it is not usable, or None. A variant built from other csrc/ sources than this
     checkout's (its digest in _build_info.py's module_digests) is refused without being loaded: it
     would run old kernels; one that lacks ops the registrations need is refused too. ``build`` is

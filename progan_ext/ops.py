@@ -3,7 +3,8 @@
 Each function validates its arguments (the same checks and messages as ``progan_ext.reference``),
 then calls the compiled ``torch.ops.progan_ext.<op>`` when the extension has a kernel for the
 input's device, and the plain-PyTorch reference otherwise. ``backend_info()`` says which is which.
-Autograd, fake kernels and autocast rules of the compiled ops live in ``progan_ext/opdefs/``.
+The compiled ops' autograd formulas and autocast rules are C++ (``csrc/autograd/``,
+``csrc/autocast.cpp``); their fake kernels live in ``progan_ext/opdefs/``.
 
 Which implementation serves a device type is decided once, outside any traced code: ``KERNELS``
 maps a device type to the compiled ops that serve its tensors, filled at import from the
@@ -42,7 +43,7 @@ OPS = ("pixel_norm", "minibatch_stddev", "bias_act", "eq_conv2d", "upsample_conv
 _PN_FORMS = ("eq_conv2d_pn", "upsample_conv2d_pn")
 
 if _ext.available:
-    from . import opdefs  # noqa: F401  (registers fake kernels, autograd and autocast rules)
+    from . import opdefs  # noqa: F401  (registers the fake kernels)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -168,6 +168,24 @@ def test_building_blocks_vs_reference(mode, k, fmt):
     torch.testing.assert_close(gw, want_gw)
 
 
+@needs_ext
+@pytest.mark.parametrize("cin,cout", [(3, 8), (16, 3)], ids=["narrow_in", "narrow_out"])
+@pytest.mark.parametrize("hw", [8, 56], ids=["small", "large"])  # N*H*W around csrc kSmallGemmPixels (8192)
+def test_1x1_paths_channels_last_fp32(cin, cout, hw):
+    """The channels_last fp32 1x1 conv runs as a GEMM or through oneDNN depending on Cin and the
+    pixel count (csrc/cpu/conv2d_resample.cpp, gemm_1x1): every branch against float64 conv2d."""
+    g = torch.Generator().manual_seed(cin * 100 + hw)
+    x = torch.randn(3, cin, hw, hw, generator=g).to(memory_format=torch.channels_last)
+    w = torch.randn(cout, cin, 1, 1, generator=g)
+    b = torch.randn(cout, generator=g)
+    out = torch.ops.progan_ext.conv2d_resample(x, w, 0.5, "same")
+    torch.testing.assert_close(out.double(), F.conv2d(x.double(), w.double() * 0.5), rtol=1e-4, atol=1e-4)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    y = ops.eq_conv2d(x, w, b, gain=1.0, act="linear")
+    want = F.conv2d(x.double(), w.double() / math.sqrt(cin), b.double())
+    torch.testing.assert_close(y.double(), want, rtol=1e-4, atol=1e-4)
+
+
 # ----------------------------------------------------------------------------------------------
 # Autograd: first and second derivatives in float64 through the compiled ops.
 

@@ -1,10 +1,12 @@
 // bias_act on the CPU: y = act(x + bias[c]) and the leaky-ReLU gradient grad * (y > 0 or +0 ? 1 : alpha).
 //
 // A contiguous tensor is walked in one of two ways, both over adjacent memory:
-//  * channels outermost (NCHW-like): N*C rows of S = H*W (*D) elements; a row has one channel,
-//    whose bias is read once per row (the channel index advances with the row, no division);
-//  * channels innermost (channels_last, rank 2): the flat array in runs of a whole number of
-//    pixels, added to a bias vector tiled to the same length.
+//  * channels outermost (NCHW-like) with maps of at least kMinRow elements: N*C rows of S = H*W (*D)
+//    elements; a row has one channel, whose bias is read once per row (the channel index advances
+//    with the row, no division);
+//  * otherwise (channels_last, rank 2, or small maps such as 4x4): the flat array in runs of a whole
+//    number of bias periods (C elements, or C*S for a small NCHW map), added to a bias vector tiled
+//    to the same length (a row loop over 16 elements spends more on loop overhead than on work).
 // The backward does not depend on the channel and is one flat loop.
 
 #include <ATen/ops/empty.h>
@@ -58,28 +60,48 @@ PROGAN_CPU_MULTIVERSION void lrelu_grad_run(const T* __restrict g, const T* __re
   for (int64_t i = 0; i < n; ++i) store(gx + i, load(g + i) * (cpu::leaky_positive(load(y + i)) ? A(1) : alpha));
 }
 
+// NCHW maps smaller than this go through the tiled flat loop (bias period C * S).
+constexpr int64_t kMinRow = 64;
+// Largest bias period tiled for a small NCHW map (elements; 128 KiB of fp32).
+constexpr int64_t kMaxTile = 32768;
+
+// tile[i] = bias[(i / rep) % C] (0 without bias) for i < len, len a multiple of C * rep; no division.
+template <typename T>
+std::vector<acc_t<T>> bias_tile(const at::Tensor& bias, int64_t C, int64_t rep, int64_t len) {
+  using A = acc_t<T>;
+  std::vector<A> tile(len, A(0));
+  if (!bias.defined()) return tile;
+  const T* b = bias.const_data_ptr<T>();
+  for (int64_t i = 0; i < len;)
+    for (int64_t c = 0; c < C; ++c) {
+      const A v = load(b + c);
+      for (int64_t r = 0; r < rep; ++r) tile[i++] = v;
+    }
+  return tile;
+}
+
 template <typename T>
 void bias_act_kernel(const at::Tensor& x, const at::Tensor& bias, at::Tensor& y, bool channels_inner, Act act,
                      double alpha) {
   using A = acc_t<T>;
-  const int64_t C = x.size(1), numel = x.numel();
+  const int64_t C = x.size(1), numel = x.numel(), S = numel / (x.size(0) * C);
   const A slope = act == Act::LRelu ? static_cast<A>(alpha) : A(1);
   const T* xp = x.const_data_ptr<T>();
   T* yp = y.mutable_data_ptr<T>();
-  if (!channels_inner) {
+  if (!channels_inner && (S >= kMinRow || C * S > kMaxTile)) {
     std::vector<A> b(C, A(0));
     if (bias.defined())
       for (int64_t c = 0; c < C; ++c) b[c] = load(bias.const_data_ptr<T>() + c);
-    const int64_t S = numel / (x.size(0) * C), rows = x.size(0) * C;
+    const int64_t rows = x.size(0) * C;
     cpu::parallel_for(0, rows, cpu::grain_for(S),
                       [&](int64_t r0, int64_t r1) { bias_act_rows<T>(xp, b.data(), yp, C, S, r0, r1, slope); });
     return;
   }
-  // Runs of `per_run` pixels share one tiled bias vector of per_run * C values.
-  const int64_t per_run = std::max<int64_t>(1, 1024 / C), run = per_run * C;
-  std::vector<A> tile(run, A(0));
-  if (bias.defined())
-    for (int64_t i = 0; i < run; ++i) tile[i] = load(bias.const_data_ptr<T>() + i % C);
+  // Runs of whole bias periods share one tiled bias vector: several pixels of C channels
+  // (channels innermost), or one image of C maps of S elements (small NCHW maps).
+  const int64_t period = channels_inner ? C : C * S;
+  const int64_t run = std::max<int64_t>(1, 1024 / period) * period;
+  const std::vector<A> tile = bias_tile<T>(bias, C, channels_inner ? 1 : S, run);
   const int64_t runs = (numel + run - 1) / run;
   cpu::parallel_for(0, runs, cpu::grain_for(run), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {

@@ -132,11 +132,16 @@ at::Tensor fold_kernel_grad(const at::Tensor& dk, int64_t cout, int64_t cin, int
 
 // A 1x1 convolution is a GEMM over the input as it lies (oneDNN would reorder NCHW input to a
 // blocked format first): channels_last x is a [N*H*W, Cin] matrix, NCHW x a batch of [Cin, H*W].
-// On channels_last input oneDNN's nhwc 1x1 kernels are as fast or faster for bfloat16, for few
-// input channels (a GEMM with K < 16, e.g. fromRGB's 3) and for the weight gradient
-// (benchmarks/NOTES.md).
-bool gemm_1x1(bool channels_last, int64_t cin, at::ScalarType dtype) {
-  return !channels_last || (cin >= 16 && dtype != at::kBFloat16);
+// On channels_last input oneDNN's nhwc 1x1 kernels are as fast or faster for bfloat16, for the
+// weight gradient, and for few input channels (a GEMM with K < 16: fromRGB's 3, toRGB's input
+// gradient) above kSmallGemmPixels pixels; below it oneDNN's fixed cost per call dominates and the
+// GEMM is 1.3-3x faster (benchmarks/NOTES.md).
+constexpr int64_t kSmallGemmPixels = 8192;
+
+bool gemm_1x1(bool channels_last, int64_t cin, int64_t pixels, at::ScalarType dtype) {
+  if (!channels_last) return true;
+  if (dtype == at::kBFloat16) return false;
+  return cin >= 16 || pixels <= kSmallGemmPixels;
 }
 
 at::Tensor conv1x1(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& bias, bool cl) {
@@ -204,7 +209,7 @@ at::Tensor conv_resample_compute(const at::Tensor& x_in, const at::Tensor& weigh
   const at::Tensor w = conv_kernel(weight, scale, mode, ct);
   const c10::optional<at::Tensor> bias = bias_in.has_value() ? c10::optional<at::Tensor>(bias_in->to(ct)) : c10::nullopt;
   at::Tensor z;
-  if (k == 1 && gemm_1x1(cfmt == at::MemoryFormat::ChannelsLast, x.size(1), ct)) {
+  if (k == 1 && gemm_1x1(cfmt == at::MemoryFormat::ChannelsLast, x.size(1), x.size(0) * x.size(2) * x.size(3), ct)) {
     z = conv1x1(x, w, bias, cfmt == at::MemoryFormat::ChannelsLast);
   } else if (mode == Resample::Up) {
     z = at::conv_transpose2d(x, w, bias, {2, 2}, {1, 1});

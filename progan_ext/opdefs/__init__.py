@@ -1,6 +1,7 @@
-"""Python-side registrations of the compiled ops, one module per op: fake (meta) kernels for
-torch.compile and autograd formulas (each backward is itself a registered, differentiable op, so
-second derivatives are right). Autocast rules are registered in C++ (csrc/autocast.cpp).
+"""Python-side registrations of the compiled ops, one module per op: the fake (meta) kernels for
+torch.compile. The autograd formulas (csrc/autograd: each backward is itself a registered,
+differentiable op, so second derivatives are right) and the autocast rules (csrc/autocast.cpp)
+are C++, registered by the compiled modules themselves.
 
 ``register(ns)`` registers them for one op namespace: ``progan_ext`` (the compiled module, done
 when this package is imported, which ``progan_ext.ops`` does once the compiled module has
@@ -27,7 +28,7 @@ def missing_ops(ns: str) -> list[str]:
 
 
 def register(ns: str) -> None:
-    """Registers fake kernels and autograd for every op of ``torch.ops.<ns>`` (once per ns)."""
+    """Registers the fake kernels of every op of ``torch.ops.<ns>`` (once per ns)."""
     if ns in _registered:
         return
     missing = missing_ops(ns)
