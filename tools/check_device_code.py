@@ -123,8 +123,10 @@ FAMILIES = [
            "implicit-GEMM tiles (WMMA, cp.async, 2 stages): latency is hidden inside the block by the "
            "double buffer and by 4 independent MMAs per warp per fragment load, not by many warps. "
            "2 blocks/SM (25%) lets one block's barriers and epilogue overlap the other's MMAs; below 2 "
-           "every barrier idles the SM's tensor cores. Today (register-limited): conv 2 blocks (bf16, "
-           "TF32; TF32 Up at exactly 128 registers) or 3 (fp16), weight gradient 4."),
+           "every barrier idles the SM's tensor cores. Today (register-limited; the conv kernels carry "
+           "__launch_bounds__(256, 2)): conv 2 blocks (bf16 113-114, fp16 106-108, TF32 128 registers: "
+           "the conflict-free store-order epilogue took fp16 from 96 registers and 3 blocks to 2), "
+           "weight gradient 4 (50-64 registers)."),
     Family("elementwise (memory-bound)",
            r"\b(bias_act_kernel|lrelu_grad_kernel|pixel_norm_planes_kernel|stddev_fill_kernel)<", 256, 50.0,
            False,
