@@ -166,6 +166,52 @@ def test_grad_weight_paths_and_values(cuda, monkeypatch, case):
     assert_close_scaled(out, want, tol)
 
 
+# The input gradient runs the conv with the adjoint kernel w.flip(2, 3).transpose(0, 1), a view whose
+# co dimension is the contiguous one: the other loading order of pack_weight_kernel (conv_pack.cuh).
+# mode, dtype, layout, Cin, Cout (tiles of 32 channels: 40 and 33 straddle one)
+INPUT_GRAD_CASES = [
+    ("same", "tf32", "nchw", 40, 33),
+    ("up", torch.bfloat16, "channels_last", 16, 40),
+    ("down", torch.float16, "nchw", 33, 8),
+    ("same", torch.bfloat16, "channels_last", 3, 16),  # fromRGB-like: padded Cin
+]
+
+
+@pytest.mark.parametrize("case", INPUT_GRAD_CASES, ids=lambda c: "-".join(map(str, [c[0], str(c[1]).split(".")[-1], *c[2:]])))
+def test_input_gradient_through_tensor_cores(cuda, monkeypatch, case):
+    mode, dtype, layout, cin, cout = case
+    tol = TOL[dtype]
+    dtype = torch.float32 if dtype == "tf32" else dtype
+    n, h, w = 2, 4, 6
+    ho, wo = {"same": (h, w), "up": (2 * h, 2 * w), "down": (h // 2, w // 2)}[mode]
+    x = rand((n, cin, h, w), dtype, cuda.device, layout).requires_grad_()
+    wt = rand((cout, cin, 3, 3), dtype, cuda.device, seed=1)
+    g = rand((n, cout, ho, wo), dtype, cuda.device, layout, seed=2)
+    (gx,) = torch.autograd.grad(cuda.ops.conv2d_resample(x, wt, 0.7, mode), x, g)
+    assert {"conv.igemm", "conv.igemm_tf32"} & set(cuda.paths())  # forward and input gradient
+    xd = x.detach().double().cpu().requires_grad_()
+    wd = wt.double().cpu() * 0.7
+    y = {"same": lambda: F.conv2d(xd, wd, padding=1),
+         "up": lambda: F.conv2d(F.interpolate(xd, scale_factor=2), wd, padding=1),
+         "down": lambda: F.avg_pool2d(F.conv2d(xd, wd, padding=1), 2)}[mode]()
+    (want,) = torch.autograd.grad(y, xd, g.double().cpu())
+    assert_close_scaled(gx, want, tol)
+
+
+@pytest.mark.parametrize("mode", ["same", "up", "down"])
+def test_tensor_core_weight_operand_is_one_kernel(cuda, mode):
+    """The igemm conv's weight operand (scale, per-phase folds, transpose, channel padding, cast) is
+    built by pack_weight_kernel, not by a chain of small ATen ops (10-30 launches per call)."""
+    x = rand((1, 8, 4, 4), torch.bfloat16, cuda.device)
+    w = rand((16, 8, 3, 3), torch.bfloat16, cuda.device, seed=1)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        cuda.ops.conv2d_resample(x, w, 0.7, mode)
+    names = {e.name for e in prof.events()}
+    assert cuda.paths() == {"conv.igemm": 1}
+    chain = {"aten::stack", "aten::select", "aten::permute", "aten::constant_pad_nd", "aten::mul", "aten::add"}
+    assert not names & chain, sorted(names & chain)
+
+
 @pytest.mark.parametrize("op", ["eq_conv2d", "upsample_conv2d", "conv2d_downsample"])
 def test_gradcheck_through_cuda_kernels(cuda, op):
     x = rand((1, 2, 4, 4), torch.float64, cuda.device).requires_grad_()

@@ -210,6 +210,13 @@ FLOORS: dict[str, Floor] = {
         "case): 100% in NCHW. SHORT in channels_last (13%): lanes walk pixels, C elements apart; "
         "target 90% (a fallback; the fast paths cover every other case)."),
     "grad_weight_finish_kernel": Floor(0.90, 1.0, "sums the partial buffers, contiguous: " + GOOD + "."),
+    "pack_weight_kernel": Floor(
+        0.95, 1.0,
+        "the igemm convs' weight operand in one launch (it replaced 10-30 small ATen ops): a block stages "
+        "a 32 x 32 tile of raw taps with loads that follow the weight's memory order (co-major for the "
+        "input gradient's transposed view) and writes each slot with lanes along co, the operand's "
+        "contiguous dimension: " + GOOD + " (partial rows only where Cout is padded, toRGB's 3 -> 4 or 8). "
+        "Shared: a staged co row is 32 * 9 + 1 floats long, so the fold reads (lane = co) are conflict-free."),
 }
 
 

@@ -6,7 +6,6 @@
 
 #include <ATen/Context.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/constant_pad_nd.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/stack.h>
 #include <torch/library.h>
@@ -17,6 +16,7 @@
 
 #include "../common.h"
 #include "conv_igemm.cuh"
+#include "conv_pack.cuh"
 #include "launch.cuh"
 
 namespace progan_ext {
@@ -51,6 +51,32 @@ inline at::Tensor effective_weight(const at::Tensor& w, double scale, ConvMode m
   for (int py = 0; py < 2; ++py)
     for (int px = 0; px < 2; ++px) phases.push_back(up_fold(up_fold(ws, 2, py), 3, px));  // phase = 2py+px
   return at::stack(phases, 0).contiguous();
+}
+
+// The igemm conv's weight operand [P][kt*kt][CinP][CoutP] in w's dtype (that of x), Cin and Cout
+// zero-padded to cinp / coutp, scale folded in: one launch of pack_weight_kernel (conv_pack.cuh).
+template <ConvMode M>
+at::Tensor pack_weight(const at::Tensor& w, double scale, const ConvGeom& g, int64_t cinp, int64_t coutp,
+                       cudaStream_t stream) {
+  at::Tensor wt = at::empty({g.phases, int64_t(g.kt) * g.kt, cinp, coutp}, w.options());
+  PackGeom p;
+  p.cout = w.size(0); p.cin = w.size(1); p.coutp = coutp; p.cinp = cinp;
+  p.s0 = w.stride(0); p.s1 = w.stride(1); p.s2 = w.stride(2); p.s3 = w.stride(3);
+  p.k = int(w.size(2));
+  p.scale = float(scale);  // what the ATen chain did: fp32 taps times the scale rounded to fp32
+  const dim3 grid{unsigned(ceil_div(coutp, kPackTile)), unsigned(ceil_div(cinp, kPackTile))};
+  auto launch = [&](auto tag) {  // the igemm dtypes only (no float64 instantiation)
+    using T = decltype(tag);
+    static_assert(kPackThreads == 256, "the launch below spells the block size out");
+    PROGAN_LAUNCH((pack_weight_kernel<T, M>), grid, 256, 0, stream, w.const_data_ptr<T>(),
+                  wt.mutable_data_ptr<T>(), p);
+  };
+  const at::ScalarType dt = w.scalar_type();
+  TORCH_INTERNAL_ASSERT(dt == at::kHalf || dt == at::kBFloat16 || dt == at::kFloat, "pack_weight: dtype ", dt);
+  if (dt == at::kHalf) launch(c10::Half());
+  else if (dt == at::kBFloat16) launch(c10::BFloat16());
+  else launch(float());
+  return wt;
 }
 
 inline ConvGeom make_geom(const at::Tensor& x, int64_t cout, int k, ConvMode mode) {
@@ -164,10 +190,7 @@ at::Tensor conv_forward_impl(const at::Tensor& x_in, const at::Tensor& weight, c
     const at::Tensor x = nhwc_channels_padded(x_in, cinp);  // NHWC for the A loader
     // wt [P][kt*kt][CinP][CoutP] in the input dtype, Cin and Cout zero-padded to multiples of `vec`.
     const int64_t coutp = ceil_div(g.Cout, vec) * vec;
-    at::Tensor wt = effective_weight(weight, scale, M, at::kFloat)
-                        .permute({0, 3, 4, 2, 1})
-                        .reshape({g.phases, int64_t(g.kt) * g.kt, g.Cin, g.Cout});
-    wt = at::constant_pad_nd(wt, {0, coutp - g.Cout, 0, cinp - g.Cin}, 0.0).to(x.scalar_type()).contiguous();
+    const at::Tensor wt = pack_weight<M>(weight, scale, g, cinp, coutp, stream);
     if (cinp != g.Cin) record_kernel_path("conv.cin_padded");
     igemm::FastParams p;
     p.g = g;

@@ -4,8 +4,9 @@
 // conv_common.cuh. No ATen headers in these files.
 //
 // ---- Design note ---------------------------------------------------------------------------------
-// Every forward op is ONE formula over an "effective" kernel W_eff[P][Cout][Cin][kt][kt] that the
-// host builds with small tensor ops (the equalized scale gain/sqrt(Cin*k*k) folded in):
+// Every forward op is ONE formula over an "effective" kernel W_eff[P][Cout][Cin][kt][kt] (the
+// equalized scale gain/sqrt(Cin*k*k) folded in), built for the tensor-core path by one kernel,
+// pack_weight_kernel (conv_pack.cuh), and for the simple path by small tensor ops on the host:
 //   mode SAME (k odd):  P = 1, kt = k, input row  iy = oy - k/2 + ty
 //   mode UP   (k = 3):  P = 4 phases (py,px) = output parity, kt = 2,
 //                       iy = (oy>>1) + py - 1 + ty   (per axis: parity 0 taps x[i-1]*w0, x[i]*(w1+w2);
