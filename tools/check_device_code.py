@@ -142,8 +142,8 @@ FAMILIES = [
     Family("weight packing", r"\bpack_weight_kernel<", 256, 50.0, False,
            "one small launch per tensor-core conv call (the weight operand, <= 9.4 MB at 512 channels): "
            "a 32 x 32 tile of raw taps staged in 37 KB of shared memory, then one coalesced store per "
-           "slot and lane. 50% keeps enough tiles in flight to cover the staging loads; shared memory "
-           "(6 blocks of 8 warps per SM) is the binding resource, not registers."),
+           "slot and lane. 50% keeps enough tiles in flight to cover the staging loads; today registers "
+           "(40) and shared memory both allow 6 blocks of 8 warps per SM (75%)."),
     Family("simple conv (fallback)", r"\b(conv_simple_kernel|grad_weight_partial_kernel)<", 256, 37.5, False,
            "the untuned fallback (float64, float32 without TF32, unaligned shapes): a loop of dependent "
            "FMAs over Cin x taps on L1/L2-resident data (weights broadcast across the warp). 3 blocks "
