@@ -145,13 +145,34 @@ GRAD_WEIGHT_CASES = [
 
 @pytest.mark.parametrize("case", GRAD_WEIGHT_CASES, ids=lambda c: "-".join(map(str, [c[0], str(c[1]).split(".")[-1], *c[2:5]])))
 def test_grad_weight_paths_and_values(cuda, monkeypatch, case):
-    mode, dtype, layout, cin, cout, paths = case
+    check_grad_weight(cuda, monkeypatch, *case, 3, 6, 4)
+
+
+# Larger pixel counts: the reduction split into several chunks (a chunk starting inside an image
+# row), and the igemm kernel's pixel cursor (a mixed-radix add of 32 pixels per K step) in each
+# regime: a row longer than the step, several rows per step, several images per step.
+# mode, dtype, layout, Cin, Cout, expected paths, N, H, W
+GRAD_WEIGHT_CHUNK_CASES = [
+    ("same", torch.float16, "nchw", 8, 8, {"grad_weight.igemm"}, 2, 40, 40),      # 13 chunks, Wp 40
+    ("up", "tf32", "channels_last", 8, 8, {"grad_weight.igemm_tf32"}, 5, 3, 3),   # 9 pixels per phase image
+    ("down", torch.bfloat16, "nchw", 8, 16, {"grad_weight.igemm"}, 3, 10, 14),    # 5 x 7 outputs
+    ("down", torch.float64, "nchw", 2, 3, {"grad_weight.simple"}, 2, 32, 32),     # 2 chunks of 256
+    ("same", torch.float64, "channels_last", 16, 16, {"grad_weight.simple"}, 3, 64, 48),  # 2304 weights:
+]                                                                       # 2 chunks (at most 8192 pixels)
+
+
+@pytest.mark.parametrize("case", GRAD_WEIGHT_CHUNK_CASES,
+                         ids=lambda c: "-".join(map(str, [c[0], str(c[1]).split(".")[-1], *c[2:5], *c[6:]])))
+def test_grad_weight_chunks_and_pixel_cursor(cuda, monkeypatch, case):
+    check_grad_weight(cuda, monkeypatch, *case)
+
+
+def check_grad_weight(cuda, monkeypatch, mode, dtype, layout, cin, cout, paths, n, h, w):
     tol = TOL[dtype]
     if dtype == "tf32":
         dtype = torch.float32
     else:
         monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    n, h, w = 3, 6, 4
     ho, wo = {"same": (h, w), "up": (2 * h, 2 * w), "down": (h // 2, w // 2)}[mode]
     x = rand((n, cin, h, w), dtype, cuda.device, layout)
     g = rand((n, cout, ho, wo), dtype, cuda.device, layout, seed=1)
@@ -351,3 +372,40 @@ def test_progan_g_and_d_block_through_cuda_kernels_only(cuda, recwarn):
         torch.testing.assert_close(a.cpu(), b.cpu(), rtol=1e-9, atol=1e-9, msg=lambda m: f"output {i}: {m}")
     ran = {name.split(".")[0] for name in cuda.paths()}
     assert {"conv", "grad_weight", "pixel_norm", "bias_act", "minibatch_stddev"} <= ran, ran
+
+
+# pixel_norm on NCHW: one thread per pixel group, or, with few pixels (fewer than 32768 groups) and
+# C >= 16, the channels split over the 8 warps of a block (the 4^2..16^2 maps at C = 512).
+# dtype, shape, expected path (the same for the forward and both backwards)
+PIXEL_NORM_PLANES_CASES = [
+    (torch.float32, (2, 512, 4, 4), "pixel_norm.planes_split_vec"),   # the G's 4x4 block
+    (torch.float16, (3, 24, 5, 5), "pixel_norm.planes_split"),        # S % 8: scalar; 75 groups: a ragged block
+    (torch.bfloat16, (2, 16, 16, 16), "pixel_norm.planes_split_vec"),
+    (torch.float64, (5, 40, 3, 3), "pixel_norm.planes_split"),
+    (torch.float32, (2, 16, 256, 256), "pixel_norm.planes_vec"),      # 32768 groups: one thread each
+    (torch.float64, (4, 8, 8, 8), "pixel_norm.planes_vec"),           # C < 16: one thread per group
+]
+
+
+@pytest.mark.parametrize("case", PIXEL_NORM_PLANES_CASES, ids=lambda c: f"{str(c[0]).split('.')[-1]}-{c[1]}")
+def test_pixel_norm_planes_paths_and_values(cuda, case):
+    dtype, shape, path = case
+    x = rand(shape, dtype, cuda.device) * 3
+    g = rand(shape, dtype, cuda.device, seed=1)
+    tol = TOL[dtype]
+    y = cuda.ops.pixel_norm(x, 1e-8)
+    assert cuda.paths() == {path: 1}
+    x64, g64 = x.double().cpu(), g.double().cpu()
+    assert_close_scaled(y, ref.pixel_norm(x64, 1e-8), tol)
+    gx = cuda.ops.pixel_norm_backward(g, x, 1e-8)
+    assert cuda.paths() == {path: 1}
+    x64.requires_grad_(True)
+    (want,) = torch.autograd.grad(ref.pixel_norm(x64, 1e-8), x64, g64)
+    assert_close_scaled(gx, want, tol)
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    r = torch.rsqrt(x.to(acc).square().mean(1, keepdim=True) + 1e-8).contiguous()
+    yr = (x.to(acc) * r).to(dtype)
+    gy = cuda.ops.pixel_norm_backward_from_output(g, yr, r)
+    assert cuda.paths() == {path: 1}
+    y64, r64 = yr.double().cpu(), r.double().cpu()
+    assert_close_scaled(gy, r64 * (g64 - y64 * (g64 * y64).mean(1, keepdim=True)), tol)

@@ -140,6 +140,31 @@ def test_parse_sass_counts_opcodes_per_arch_and_kernel():
     assert c[(80, "_Z6k_wmmaPK6__halfS1_Pf")]["HMMA"] == 1
 
 
+LOOP_SASS = """
+	code for sm_90
+		Function : _Z4k_gw
+        /*0000*/                   LDC R1, c[0x0][0x28] ;                     /* 0x00000a00ff017b82 */
+        /*0010*/                   IADD3 R2, R2, 0x1, RZ ;                    /* 0x0000000102027810 */
+        /*0020*/                   HMMA.16816.F32 R16, R12, R6, R16 ;         /* 0x000000060c10723c */
+        /*0030*/                   CALL.REL.NOINC 0x100 ;                     /* 0x000000c000007944 */
+        /*0040*/                   HMMA.16816.F32 R20, R12, R4, R20 ;         /* 0x000000040c14723c */
+        /*0050*/               @P0 BRA 0x10 ;                                /* 0xffffffb000000947 */
+        /*0060*/                   BAR.SYNC.DEFER_BLOCKING 0x0 ;              /* 0x0000000000007b1d */
+        /*0070*/              @!P1 BRA 0x60 ;                                /* 0xffffffe000008947 */
+        /*0080*/                   BRA 0x0 ;                                  /* 0xfffffff000007947 */
+        /*0090*/                   EXIT ;                                     /* 0x000000000000794d */
+		Function : _Z4k_ew
+        /*0000*/                   LDG.E R2, [R2.64] ;                        /* 0x0000000402027981 */
+        /*0010*/               @P0 BRA 0x0 ;                                 /* 0xfffffff000000947 */
+"""
+
+
+def test_parse_main_loops_takes_the_innermost_loop_with_the_most_tensor_ops():
+    loops = cdc.parse_main_loops(LOOP_SASS)
+    # 0x10..0x50 and 0x0..0x80 both hold the 2 HMMA: the smaller range is the main loop; k_ew has none
+    assert loops == {(90, "_Z4k_gw"): cdc.MainLoop(instructions=5, calls=1, tensor_ops=2)}
+
+
 def test_shorten():
     s = cdc.shorten
     assert s("void progan_ext::cuda::igemm::conv_igemm_kernel<c10::Half, (progan_ext::cuda::ConvMode)1>"
@@ -332,6 +357,12 @@ def test_check_reports_each_violation():
     assert "bias_act_kernel<float, 1, true>: H100 occupancy 37.5% (3 blocks of 256 threads, limited by regs)" in text
     assert "mystery_kernel<float>: no kernel family" in text
     assert len(violations) == 5
+    kernels = _expected()
+    kernels[1].loop = cdc.MainLoop(instructions=300, calls=2, tensor_ops=16)  # int64 division per K step
+    kernels[2].loop = cdc.MainLoop(instructions=190, calls=0, tensor_ops=16)
+    _, violations = cdc.check(kernels)
+    assert violations == [f"sm_90 {cdc.EXPECTED_TENSOR_CORE[1]}: 2 CALL in the main loop (a subroutine every K "
+                          "step, e.g. 64-bit integer division: keep index math incremental)"]
     _, violations = cdc.check(_expected()[1:])
     assert violations == [f"sm_90 {cdc.EXPECTED_TENSOR_CORE[0]}: expected tensor-core kernel missing from the binary"]
 
@@ -339,7 +370,9 @@ def test_check_reports_each_violation():
 def test_render_has_a_row_per_kernel(tmp_path):
     rows, violations = cdc.check(_expected() + [_kernel("bias_act_kernel<float, 4, true>", regs=24)])
     text = cdc.render(rows, violations, {"command": "`x`"})
-    assert "| `bias_act_kernel<float, 4, true>` | sm_90 | 24 | 0 | 0/0 | 0/0 | 8 | 64 | 100.0% (warps) |" in text
+    assert "| `bias_act_kernel<float, 4, true>` | sm_90 | 24 | 0 | 0/0 | 0/0 | 8 | 64 | 100.0% (warps) | 0/0 | - |" in text
+    rows[0].kernel.loop = cdc.MainLoop(instructions=190, calls=0, tensor_ops=16)
+    assert "| 64/0 | 190/0 | 25% | pass |" in cdc.render(rows, violations, {})
     assert text.count("| pass |") == len(rows)
 
 

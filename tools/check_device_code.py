@@ -124,9 +124,11 @@ FAMILIES = [
            "double buffer and by 4 independent MMAs per warp per fragment load, not by many warps. "
            "2 blocks/SM (25%) lets one block's barriers and epilogue overlap the other's MMAs; below 2 "
            "every barrier idles the SM's tensor cores. Today (register-limited; the conv kernels carry "
-           "__launch_bounds__(256, 2)): conv 2 blocks (bf16 113-114, fp16 106-108, TF32 128 registers: "
-           "the conflict-free store-order epilogue took fp16 from 96 registers and 3 blocks to 2), "
-           "weight gradient 4 (50-64 registers)."),
+           "__launch_bounds__(256, 2)): conv 2 blocks (bf16 125-127, fp16 114, TF32 128 registers: "
+           "the conflict-free store-order epilogue took fp16 from 96 registers and 3 blocks to 2, the "
+           "incremental K cursor and per-row output offsets cost ~10 more but removed every int64 "
+           "division from the K loop and the stores), weight gradient 4 (48-64 registers; one pixel "
+           "row per thread keeps the division-free pixel cursor within 64)."),
     Family("elementwise (memory-bound)",
            r"\b(bias_act_kernel|lrelu_grad_kernel|pixel_norm_planes_kernel|stddev_fill_kernel)<", 256, 50.0,
            False,
@@ -134,7 +136,8 @@ FAMILIES = [
            "~0.7 us loaded latency, assumed / 132 SMs = ~18 KB in flight per SM) needs 560-1100 "
            "threads per SM, so >= 50% occupancy (1024 threads) keeps the memory system busy."),
     Family("reductions (memory-bound)",
-           r"\b(pixel_norm_rows_kernel|norm_pass_rows_kernel|norm_pass_planes_kernel|stddev_partial_kernel|"
+           r"\b(pixel_norm_rows_kernel|pixel_norm_planes_split_kernel|norm_pass_rows_kernel|norm_pass_planes_kernel|"
+           r"stddev_partial_kernel|"
            r"stddev_finish_kernel|stddev_grad_stat_kernel|"
            r"stddev_grad_kernel|grad_weight_finish_kernel)<", 256, 50.0, False,
            "stream their input once like the elementwise kernels (same Little's-law argument, 50%); "
@@ -174,6 +177,7 @@ class Kernel:
     copies: int = 1          # the same kernel in several cubins (a header template in several .cu)
     sass: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     name: str = ""           # short demangled name
+    loop: "MainLoop | None" = None  # the tensor-core main loop (parse_main_loops)
 
 
 _ARCH_RE = re.compile(r"^arch = sm_(\d+)a?\s*$")
@@ -223,6 +227,51 @@ def parse_sass(text: str) -> dict[tuple[int, str], collections.Counter]:
     return dict(counts)
 
 
+_SASS_LINE_RE = re.compile(r"^\s*/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P[T0-9]+\s+)?([A-Z][A-Z0-9]*)([^;]*);")
+_BRANCH_TARGET_RE = re.compile(r"^\s*(?:\.[A-Z0-9.]+)?\s+(?:`\()?0x([0-9a-f]+)")
+
+
+@dataclasses.dataclass(frozen=True)
+class MainLoop:
+    instructions: int  # static instructions from the loop head to its backward branch
+    calls: int         # CALLs among them: a subroutine per iteration (64-bit integer division, ...)
+    tensor_ops: int
+
+
+def parse_main_loops(text: str) -> dict[tuple[int, str], MainLoop]:
+    """Per (arch, mangled kernel) of `cuobjdump -sass`, the main loop: of the ranges from a backward
+    branch's target to the branch, the one holding the most HMMA/HGMMA instructions (the smallest on
+    a tie: the innermost); kernels without tensor-core instructions in a loop are left out. The
+    first cubin of a kernel counts (copies of a header template are the same code)."""
+    listings: dict[tuple[int, str], list[tuple[int, str, str]]] = {}
+    arch, key = None, None
+    for line in text.splitlines():
+        if m := _ARCH_RE.match(line) or _SASS_ARCH_RE.match(line):
+            arch, key = int(m.group(1)), None
+        elif m := _SASS_FUNC_RE.match(line):
+            key = (arch, m.group(1))
+            if key in listings:
+                key = None  # a later copy
+            else:
+                listings[key] = []
+        elif key is not None and (m := _SASS_LINE_RE.match(line)):
+            listings[key].append((int(m.group(1), 16), m.group(2), m.group(3)))
+    loops = {}
+    for key, ins in listings.items():
+        best = None
+        for addr, op, rest in ins:
+            t = _BRANCH_TARGET_RE.match(rest) if op == "BRA" else None
+            if t is None or int(t.group(1), 16) >= addr:
+                continue
+            body = [o for a, o, _ in ins if int(t.group(1), 16) <= a <= addr]
+            tensor = sum(o in TENSOR_CORE_OPS for o in body)
+            if tensor and (best is None or (tensor, -len(body)) > (best.tensor_ops, -best.instructions)):
+                best = MainLoop(len(body), sum(o == "CALL" for o in body), tensor)
+        if best is not None:
+            loops[key] = best
+    return loops
+
+
 def shorten(demangled: str) -> str:
     """`progan_ext::cuda::igemm::conv_igemm_kernel<c10::Half, (progan_ext::cuda::ConvMode)0>(...)`
     -> `igemm::conv_igemm_kernel<Half, Same>`: no parameter list, no common namespaces."""
@@ -250,9 +299,10 @@ def demangle(names: list[str]) -> dict[str, str]:
     return dict(zip(names, out.splitlines()))
 
 
-def merge(kernels: list[Kernel], sass: dict[tuple[int, str], collections.Counter]) -> list[Kernel]:
+def merge(kernels: list[Kernel], sass: dict[tuple[int, str], collections.Counter],
+          loops: dict[tuple[int, str], MainLoop] | None = None) -> list[Kernel]:
     """One Kernel per (arch, mangled name), keeping the worst copy (most registers / stack), with
-    its SASS counts and short name."""
+    its SASS counts, main loop and short name."""
     by_key: dict[tuple[int, str], Kernel] = {}
     for k in kernels:
         key = (k.arch, k.mangled)
@@ -270,6 +320,7 @@ def merge(kernels: list[Kernel], sass: dict[tuple[int, str], collections.Counter
         total = sass.get((arch, mangled), collections.Counter())
         # a header template compiled into several .cu files appears once per cubin: per-copy counts
         k.sass = collections.Counter({op: n // copies for op, n in total.items()})
+        k.loop = (loops or {}).get((arch, mangled))
     return sorted(by_key.values(), key=lambda k: (k.arch, family_of(k.name).name if family_of(k.name) else "~", k.name))
 
 
@@ -313,6 +364,9 @@ def check(kernels: list[Kernel], require_archs: tuple[int, ...] = (90,)) -> tupl
             occ = occupancy(k.regs, fam.threads, k.shared)
             if fam.tensor_cores and tensor_ops == 0:
                 problems.append("tensor-core kernel without HMMA/HGMMA instructions")
+            if fam.tensor_cores and k.loop is not None and k.loop.calls:
+                problems.append(f"{k.loop.calls} CALL in the main loop (a subroutine every K step, e.g. "
+                                "64-bit integer division: keep index math incremental)")
             if occ.percent < fam.floor:
                 problems.append(f"H100 occupancy {occ.percent:.1f}% ({occ.blocks} blocks of {fam.threads} "
                                 f"threads, limited by {occ.limiter}) below the floor {fam.floor:g}%")
@@ -341,6 +395,10 @@ def render(rows: list[Row], violations: list[str], meta: dict) -> str:
             "- Tensor-core families must contain `HMMA`/`HGMMA` (WMMA compiles to `HMMA` on sm_80/sm_90; "
             "TF32 WMMA to `HMMA.1684.F32.TF32`). Counts are static: instructions in the kernel's code (its unrolled "
             "main-loop body), not executed instructions.",
+            "- Tensor-core kernels: no `CALL` in the main loop (the backward branch's range with the most "
+            "HMMA/HGMMA). A call there is a software subroutine every K step, in practice 64-bit integer "
+            "division or modulo (80-250 instructions each on sm_90): the index math is kept incremental. "
+            "The table gives the loop's static instruction count (one pass of its body) and its calls.",
             "- Occupancy on an H100 (sm_90), with the block size of the launch code and the rules of "
             "`cuda_occupancy.h`: registers allocated per warp in units of 256 from 4 sub-partitions of "
             "16384, 2048 threads, 32 blocks and 228 KiB shared memory per SM, shared memory allocated "
@@ -373,14 +431,16 @@ def render(rows: list[Row], violations: list[str], meta: dict) -> str:
                    + f" | {tc[0]}-{tc[-1]} |")
     out += ["", "## Per kernel", "",
             "| kernel | arch | regs | shared B | stack/local B | STL/LDL | blocks/SM | warps/SM | occupancy "
-            "(limiter) | HMMA/HGMMA | floor | result |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            "(limiter) | HMMA/HGMMA | main loop instr/calls | floor | result |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         k, o = r.kernel, r.occ
         occ = f"{o.blocks} | {o.warps} | {o.percent:.1f}% ({o.limiter})" if o else "- | - | -"
         floor = f"{r.family.floor:g}%" if r.family else "-"
         copies = f" (x{k.copies})" if k.copies > 1 else ""
         out.append(f"| `{k.name}`{copies} | sm_{k.arch} | {k.regs} | {k.shared} | {k.stack}/{k.local} | "
-                   f"{k.sass['STL']}/{k.sass['LDL']} | {occ} | {k.sass['HMMA']}/{k.sass['HGMMA']} | {floor} | "
+                   f"{k.sass['STL']}/{k.sass['LDL']} | {occ} | {k.sass['HMMA']}/{k.sass['HGMMA']} | "
+                   f"{f'{k.loop.instructions}/{k.loop.calls}' if k.loop else '-'} | {floor} | "
                    + ("pass" if not r.problems else "**FAIL**: " + "; ".join(r.problems)) + " |")
     out += ["", "(xN): the kernel is a header template compiled into N translation units (one cubin each, "
             "identical code); the worst copy is shown.", ""]
@@ -466,14 +526,16 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"check_device_code: {tool} {flag} {module} failed:\n{res.stderr}")
         return res.stdout
 
-    found, sass = [], {}
+    found, sass, loops = [], {}, {}
     for module in modules:
         sass_text = run("-sass", module)
         arch = re.search(r"^\s*code for sm_(\d+)", sass_text, re.M)  # a bare cubin has one arch
         found += parse_res_usage(run("-res-usage", module), int(arch.group(1)) if arch else None)
         for key, counts in parse_sass(sass_text).items():
             sass[key] = sass.get(key, collections.Counter()) + counts
-    kernels = merge(found, sass)
+        for key, loop in parse_main_loops(sass_text).items():
+            loops.setdefault(key, loop)
+    kernels = merge(found, sass, loops)
     rows, violations = check(kernels, tuple(args.require_arch or (90,)))
     module = modules[0]
     info = build_info(module)
@@ -500,7 +562,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"check_device_code: {len(rows)} kernels ({meta['archs checked']}) in {' '.join(modules)}; "
           f"{sum(1 for r in rows if r.kernel.stack or r.kernel.local or r.local_ops)} with local memory; "
           f"{len(tc)} tensor-core kernels, HMMA/HGMMA {min((r.tensor_ops for r in tc), default=0)}-"
-          f"{max((r.tensor_ops for r in tc), default=0)} each; worst H100 occupancy "
+          f"{max((r.tensor_ops for r in tc), default=0)} each, main loops "
+          f"{min((r.kernel.loop.instructions for r in tc if r.kernel.loop), default=0)}-"
+          f"{max((r.kernel.loop.instructions for r in tc if r.kernel.loop), default=0)} instructions with "
+          f"{sum(r.kernel.loop.calls for r in tc if r.kernel.loop)} calls; worst H100 occupancy "
           + (f"{worst.occ.percent:.1f}% ({worst.kernel.name})" if worst else "-"))
     for v in violations:
         print("FAIL " + v)

@@ -158,6 +158,12 @@ FLOORS: dict[str, Floor] = {
         0.90, 1.0,
         "NCHW: lane i owns VEC adjacent pixels, so each channel's load and store is one contiguous run of "
         "32 x 16 bytes (two runs when a warp straddles two images): " + GOOD + "; no shared memory."),
+    "pixel_norm_planes_split_kernel": Floor(
+        0.90, 1.0,
+        "NCHW with few pixels: as the planes kernel, lane i owns VEC adjacent pixels (each channel's access "
+        "one contiguous run per image a warp touches: " + GOOD + "), and the 8 warps of a block take every "
+        "8th channel; the partial sums meet in shared memory laid out [sum][warp][k][lane], lanes on "
+        "consecutive words: conflict-free."),
     "pixel_norm_rows_kernel<scalar_t, ": Floor(
         0.90, 1.0,
         "channels_last: a group of lanes per pixel (a warp from C/VEC >= 32, else the next power of two "

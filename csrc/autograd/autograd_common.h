@@ -111,8 +111,6 @@ inline at::Tensor none() { return at::Tensor(); }
 inline at::Tensor acc(const at::Tensor& t) { return t.scalar_type() == at::kDouble ? t : t.to(at::kFloat); }
 
 // Sum over every dim but 1 (the channel dim): the gradient of a per-channel bias.
-inline std::string str(c10::string_view s) { return std::string(s.data(), s.size()); }
-
 inline at::Tensor sum_but_channels(const at::Tensor& t) {
   std::vector<int64_t> dims;
   for (int64_t d = 0; d < t.dim(); ++d)

@@ -102,8 +102,7 @@ struct ConvResampleGradWeight : public torch::autograd::Function<ConvResampleGra
 // What the fused ops' backward keeps besides tensors.
 void save_fused_args(AutogradContext* ctx, const OptTensor& bias, double gain, c10::string_view act, double alpha) {
   ctx->saved_data["gain"] = gain;
-  ctx->saved_data["lrelu"] = act == "lrelu";
-  ctx->saved_data["act"] = str(act);
+  ctx->saved_data["lrelu"] = act == "lrelu";  // the forward op accepted act: "lrelu" or "linear"
   ctx->saved_data["alpha"] = alpha;
   ctx->saved_data["bias"] = bias.has_value() && bias->defined();
 }
@@ -154,8 +153,9 @@ struct FusedConv : public torch::autograd::Function<FusedConv<kMode>> {
     const at::Tensor &x = saved[0], &w = saved[1], &b = saved[2], &g = grads[0];
     at::Tensor gz;
     if (ctx->saved_data["pixel_norm"].toBool()) {
+      const char* act = ctx->saved_data["lrelu"].toBool() ? "lrelu" : "linear";
       const at::Tensor a = run(x, w, b.defined() ? OptTensor(b) : c10::nullopt, ctx->saved_data["gain"].toDouble(),
-                               ctx->saved_data["act"].toStringRef(), ctx->saved_data["alpha"].toDouble(), false);
+                               act, ctx->saved_data["alpha"].toDouble(), false);
       gz = act_grad(ctx, Ops::pixel_norm_backward(g, a, kPixelNormEps), a);
     } else {
       gz = act_grad(ctx, g, saved[3]);

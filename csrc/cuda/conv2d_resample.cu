@@ -5,6 +5,8 @@
 
 #include <ATen/ops/empty.h>
 
+#include <algorithm>
+
 #include "conv_common.cuh"
 #include "launch.cuh"
 
@@ -67,7 +69,8 @@ at::Tensor grad_weight_fast(const at::Tensor& x_in, const at::Tensor& g_in, doub
   const int taps = geom.kt * geom.kt;
   p.cin_tiles = int(ceil_div(geom.Cin, igemm::kGwTile));
   const int64_t gx = int64_t(taps) * p.cin_tiles, gy = ceil_div(geom.Cout, igemm::kGwTile);
-  if (gx >= (int64_t(1) << 31) || gy > 65535 || p.Mp == 0) return at::Tensor();
+  // Grid limits; the kernel keeps image indices in ints.
+  if (gx >= (int64_t(1) << 31) || gy > 65535 || p.Mp == 0 || geom.N >= (int64_t(1) << 31)) return at::Tensor();
   // Chunks per phase: enough blocks to fill the GPU (~1024 in all), each chunk >= 8 K-steps,
   // grid.z = phases * chunks <= 65535. Depends only on the shapes: reproducible results.
   int64_t chunks = ceil_div(1024, gx * gy * geom.phases);
@@ -139,10 +142,14 @@ at::Tensor conv2d_resample_grad_weight_cuda(const at::Tensor& x_in, const at::Te
   const ConvGeom geom = make_geom(x, cout, k, mode);
   const int64_t P = geom.N * geom.Ho * geom.Wo;
   TORCH_CHECK_VALUE(nw < (int64_t(1) << 31), op, ": too many weight elements (", nw, ")");
-  // Chunks of the pixel reduction: about 2048 blocks in all, each chunk at least 256 pixels,
-  // at most 65535 chunks (grid.y). Depends only on the shapes, so the result is reproducible.
-  int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(ceil_div(2048, nw), ceil_div(P, 256)));
-  chunks = std::min<int64_t>(chunks, 65535);
+  // Chunks of the pixel reduction, sized by the work: a block reduces at most kMaxChunk pixels
+  // (32 per thread), and small weights get chunks enough for about 2048 blocks in all; a chunk is
+  // at least 256 pixels (one per thread) unless P is smaller, the workspace at most 2^26
+  // elements, grid.y at most 65535. Depends only on the shapes, so the result is reproducible.
+  constexpr int64_t kMaxChunk = 8192, kMinChunk = 256, kMaxPartial = int64_t(1) << 26;
+  int64_t chunks = std::max(ceil_div(2048, nw), ceil_div(P, kMaxChunk));
+  chunks = std::min({chunks, ceil_div(P, kMinChunk), std::max<int64_t>(1, kMaxPartial / nw), int64_t(65535)});
+  chunks = std::max<int64_t>(1, chunks);
   const int64_t chunk_len = std::max<int64_t>(1, ceil_div(P, chunks));
   chunks = std::max<int64_t>(1, ceil_div(P, chunk_len));
   const at::ScalarType acc_type = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;

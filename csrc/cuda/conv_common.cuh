@@ -204,7 +204,9 @@ at::Tensor conv_forward_impl(const at::Tensor& x_in, const at::Tensor& weight, c
     p.alpha = float(alpha);
     p.norm_in_tile = pixel_norm && g.Cout <= igemm::kBN;
     const int64_t gx = ceil_div(p.Mp, igemm::kBM);
-    if (aligned16(x.const_data_ptr()) && aligned16(wt.const_data_ptr()) && gx < (int64_t(1) << 31)) {
+    // 32-bit grid.x, and the kernel's channel cursor is an int.
+    if (aligned16(x.const_data_ptr()) && aligned16(wt.const_data_ptr()) && gx < (int64_t(1) << 31) &&
+        cinp < (int64_t(1) << 31)) {
       const at::Tensor bias_f = bias.defined() ? bias.to(at::kFloat).contiguous() : at::Tensor();
       at::Tensor pre;
       if (pixel_norm && !p.norm_in_tile) pre = at::empty({y.numel()}, y.options().dtype(at::kFloat));

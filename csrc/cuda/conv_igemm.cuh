@@ -23,7 +23,9 @@
 //      2 x 16 x 272 B = 8704 B (floats); the epilogue reuses the buffer for the fp32 C tile,
 //      row-major 128 x (64+4) for channels_last output, column-major 64 x (128+4) for NCHW (the
 //      stores' walking order either way, so the epilogue's shared accesses are conflict-free)
-//      = 34816 B -> 34816 B static (< 48 KB).
+//      = 34816 B, plus 128 x 8 B of per-row output offsets (computed once per row before the
+//      main loop, so the epilogue's stores need no division) -> 35840 B static (< 48 KB).
+//      The K loop walks (tap, channel step) with an incremental cursor, not ks / cin_steps.
 //      Row pads (+16 B) shift consecutive rows by 16 B mod 128 B so that fragment loads of 8 rows
 //      spread over the banks; they also keep every WMMA pointer 32-byte aligned (Tile asserts).
 //      Why these tiles: 128x64 gives each warp a 32x32 sub-tile (4 MMAs per 4 fragment loads) and
@@ -76,7 +78,7 @@ struct Tile {
   static constexpr int kSmemAB = 2 * (kStageA + kStageB) * int(sizeof(T));  // 2 stages
   static constexpr int kSmemBytes = kSmemAB > kSmemC ? kSmemAB : kSmemC;
   static_assert(kBK / kVecE == 4 && kBK * kBChunks == kThreads, "one A-row chunk / one B copy per thread");
-  static_assert(kSmemBytes <= 48 * 1024, "static shared memory limit");
+  static_assert(kSmemBytes + kBM * 8 <= 48 * 1024, "static shared memory limit (with the row offsets)");
   static_assert((kStageA * sizeof(T)) % 32 == 0 && (kStageB * sizeof(T)) % 32 == 0,
                 "WMMA needs 32-byte aligned stage bases");
   static_assert((16 * kLdA * sizeof(T)) % 32 == 0 && (8 * kLdB * sizeof(T)) % 32 == 0,
@@ -134,10 +136,11 @@ conv_igemm_kernel(const T* __restrict__ x, const T* __restrict__ wt, const float
   constexpr int kBK = TL::kBK, kVecE = TL::kVecE, kLdA = TL::kLdA, kLdB = TL::kLdB;
   constexpr int kStageA = TL::kStageA, kStageB = TL::kStageB;
   using namespace nvcuda;
-  PROGAN_SHARED_ALIGNED(unsigned char, smem, TL::kSmemBytes, 128);
+  PROGAN_SHARED_ALIGNED(unsigned char, smem, TL::kSmemBytes + kBM * 8, 128);
   T* sA = reinterpret_cast<T*>(smem);                 // [2][BM][kLdA]
   T* sB = reinterpret_cast<T*>(smem) + 2 * kStageA;   // [2][BK][kLdB]
   float* sC = reinterpret_cast<float*>(smem);         // [BM][kLdC] or [BN][kLdCT], after the main loop
+  int64_t* sRow = reinterpret_cast<int64_t*>(smem + TL::kSmemBytes);  // [BM] output offset of channel 0
 
   const ConvGeom& g = p.g;
   const int tid = threadIdx.x, warp = tid / 32;
@@ -168,6 +171,19 @@ conv_igemm_kernel(const T* __restrict__ x, const T* __restrict__ wt, const float
       a_ix0[i] = tap0<M>(qx, g.pad);
     }
   }
+  // ---- output offsets: row r's element of channel co is at sRow[r] + co * (channels_last ? 1 :
+  // Ho*Wo), -1 for rows >= Mp. One set of divisions per row here, instead of three per stored
+  // element in the epilogue; read after the main loop's barriers.
+  if (tid < kBM) {
+    const int64_t m = m0 + tid;
+    int64_t o = -1;
+    if (m < p.Mp) {
+      const int64_t qx = m % p.Wp, qy = (m / p.Wp) % p.Hp, n = m / (p.Wp * p.Hp);
+      const int64_t oy = M == ConvMode::Up ? 2 * qy + py : qy, ox = M == ConvMode::Up ? 2 * qx + px : qx;
+      o = p.out_cl ? ((n * g.Ho + oy) * g.Wo + ox) * g.Cout : (n * g.Cout * g.Ho + oy) * g.Wo + ox;
+    }
+    sRow[tid] = o;
+  }
   // ---- B: thread loads chunk (tid % kBChunks) of K-row tid / kBChunks (kBK rows x kBChunks
   // chunks = 256 copies).
   const int b_row = tid / TL::kBChunks, b_chunk = tid % TL::kBChunks;
@@ -178,10 +194,18 @@ conv_igemm_kernel(const T* __restrict__ x, const T* __restrict__ wt, const float
   const int64_t ksteps = int64_t(kk) * cin_steps;
   const T* wphase = wt + int64_t(phase) * kk * g.Cin * p.CoutP;
 
-  auto load_stage = [&](int64_t ks, int stage) {
-    const int tap = int(ks / cin_steps);
-    const int64_t c0 = (ks % cin_steps) * kBK;
-    const int ty = tap / g.kt, tx = tap % g.kt;
+  // The K-step cursor of the next load_stage call: tap (ld_ty, ld_tx) and first channel ld_c0.
+  // The steps are loaded in order (0, 1, 2, ...), so the cursor advances by additions, Cin
+  // innermost; no per-step division.
+  int ld_ty = 0, ld_tx = 0, ld_c0 = 0;  // Cin < 2^31 (host)
+  auto load_stage = [&](int stage) {
+    const int ty = ld_ty, tx = ld_tx, tap = ty * g.kt + tx;
+    const int64_t c0 = ld_c0;
+    ld_c0 += kBK;
+    if (ld_c0 >= g.Cin) {
+      ld_c0 = 0;
+      if (++ld_tx == g.kt) ld_tx = 0, ++ld_ty;
+    }
     T* dA = sA + stage * kStageA;
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
@@ -204,14 +228,14 @@ conv_igemm_kernel(const T* __restrict__ x, const T* __restrict__ wt, const float
     for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
   const int wm = (warp / 2) * 32, wn = (warp % 2) * 32;
 
-  load_stage(0, 0);
+  load_stage(0);
   async_copy_commit();
   for (int64_t ks = 0; ks < ksteps; ++ks) {
     const int stage = int(ks & 1);
     if (ks + 1 < ksteps) {
       // Safe to overwrite stage^1: the trailing barrier of iteration ks-1 ensured every warp
       // finished reading it.
-      load_stage(ks + 1, stage ^ 1);
+      load_stage(stage ^ 1);  // K step ks + 1
       async_copy_commit();
       async_copy_wait<1>();  // this thread's copies for stage `stage` have landed
     } else {
@@ -326,21 +350,17 @@ conv_igemm_kernel(const T* __restrict__ x, const T* __restrict__ wt, const float
     __syncthreads();
   }
 
-  // ---- store. Output pixel of GEMM row m: SAME/DOWN (qy,qx); UP (2qy+py, 2qx+px).
-  auto out_offset = [&](int64_t m, int64_t co) -> int64_t {
-    const int64_t qx = m % p.Wp, qy = (m / p.Wp) % p.Hp, n = m / (p.Wp * p.Hp);
-    const int64_t oy = M == ConvMode::Up ? 2 * qy + py : qy, ox = M == ConvMode::Up ? 2 * qx + px : qx;
-    return p.out_cl ? ((n * g.Ho + oy) * g.Wo + ox) * g.Cout + co
-                    : ((n * g.Cout + co) * g.Ho + oy) * g.Wo + ox;
-  };
+  // ---- store, at the row offsets computed before the main loop (output pixel of GEMM row m:
+  // SAME/DOWN (qy,qx); UP (2qy+py, 2qx+px)).
   // channels_last: consecutive threads take consecutive channels of a row (coalesced);
   // NCHW: consecutive threads take consecutive rows (pixels) of a channel.
+  const int64_t co_stride = p.out_cl ? 1 : g.Ho * g.Wo;
   for (int e = tid; e < kBM * ncols; e += kThreads) {
     int r, c;
     rc(e, r, c);
-    const int64_t m = m0 + r;
-    if (m < p.Mp) {
-      const int64_t o = out_offset(m, n0 + c);
+    const int64_t row = sRow[r];
+    if (row >= 0) {
+      const int64_t o = row + (n0 + c) * co_stride;
       const float v = sC[at(r, c)];
       if (pre != nullptr) pre[o] = v;
       else y[o] = static_cast<T>(v);
@@ -422,31 +442,45 @@ grad_weight_igemm_kernel(const T* __restrict__ x, const T* __restrict__ gout, fl
   const int64_t pe = pb + p.chunk_len < p.Mp ? pb + p.chunk_len : p.Mp;  // pb < Mp: host sizes chunks
   const int64_t ksteps = (pe - pb + kGwBK - 1) / kGwBK;
 
-  // Copy i of this thread: row (tid + i*256) / kChunks, chunk (tid + i*256) % kChunks of each operand
-  // (32 rows x kChunks 16-byte chunks).
-  auto load_stage = [&](int64_t ks, int stage) {
+  // Thread tid owns row tid / 8 of each K step (32 pixels) in both operands, and copies the
+  // 16-byte chunks tid % 8 + 8 i (i < kCopies) of it: a quarter warp covers 128 contiguous bytes
+  // of one row. The K steps are loaded in order; the thread keeps its row's pixel (n, qy, qx) at the
+  // next step and moves it on by kGwBK pixels with a mixed-radix add whose digits (step_n, step_y,
+  // step_x) are computed once: no per-step division.
+  constexpr int kRowThreads = TL::kChunks / TL::kCopies;
+  static_assert(kThreads / kRowThreads == kGwBK, "one row per thread");
+  const int row = tid / kRowThreads;
+  const int64_t hw = p.Hp * p.Wp;
+  const int step_x = int(kGwBK % hw % p.Wp), step_y = int(kGwBK % hw / p.Wp), step_n = int(kGwBK / hw);
+  int ld_qx = int((pb + row) % p.Wp), ld_qy = int((pb + row) / p.Wp % p.Hp), ld_n = int((pb + row) / hw);
+  int64_t ld_m = pb + row;  // GEMM row of this thread's row at the next step
+  auto load_stage = [&](int stage) {
+    const bool ok = ld_m < pe;
+    const int64_t qx = ld_qx, qy = ld_qy, n = ld_n;  // N < 2^31 (host)
+    ld_m += kGwBK;
+    if ((ld_qx += step_x) >= p.Wp) ld_qx -= int(p.Wp), ++ld_qy;  // qx + step_x < 2 Wp
+    if ((ld_qy += step_y) >= p.Hp) ld_qy -= int(p.Hp), ++ld_n;   // qy + 1 + step_y < 2 Hp
+    ld_n += step_n;
+    int64_t iy, ix, oy, ox;
+    if constexpr (M == ConvMode::Up) {
+      iy = qy + py - 1 + ty; ix = qx + px - 1 + tx;
+      oy = 2 * qy + py; ox = 2 * qx + px;
+    } else {
+      iy = tap0<M>(qy, g.pad) + ty; ix = tap0<M>(qx, g.pad) + tx;
+      oy = qy; ox = qx;
+    }
+    const bool in_a = ok && iy >= 0 && iy < g.H && ix >= 0 && ix < g.W;
+    const int64_t xpix = ((n * g.H + iy) * g.W + ix) * g.Cin, gpix = ((n * g.Ho + oy) * g.Wo + ox) * g.Cout;
 #pragma unroll
     for (int i = 0; i < TL::kCopies; ++i) {
-      const int row = (tid + i * kThreads) / TL::kChunks, ch = (tid + i * kThreads) % TL::kChunks;
-      const int64_t m = pb + ks * kGwBK + row;
-      const bool ok = m < pe;
-      const int64_t mm = ok ? m : pb;
-      const int64_t qx = mm % p.Wp, qy = (mm / p.Wp) % p.Hp, n = mm / (p.Wp * p.Hp);
-      int64_t iy, ix, oy, ox;
-      if constexpr (M == ConvMode::Up) {
-        iy = qy + py - 1 + ty; ix = qx + px - 1 + tx;
-        oy = 2 * qy + py; ox = 2 * qx + px;
-      } else {
-        iy = tap0<M>(qy, g.pad) + ty; ix = tap0<M>(qx, g.pad) + tx;
-        oy = qy; ox = qx;
-      }
+      const int ch = tid % kRowThreads + kRowThreads * i;
       const int64_t c = ci0 + kVecE * ch;
-      const bool oka = ok && iy >= 0 && iy < g.H && ix >= 0 && ix < g.W && c < g.Cin;
-      const T* srca = oka ? x + ((n * g.H + iy) * g.W + ix) * g.Cin + c : x;
+      const bool oka = in_a && c < g.Cin;
+      const T* srca = oka ? x + xpix + c : x;
       async_copy16(sA + stage * kStage + row * kLd + kVecE * ch, srca, oka);  // 16 B multiples: aligned
       const int64_t co = co0 + kVecE * ch;
       const bool okb = ok && co < g.Cout;
-      const T* srcb = okb ? gout + ((n * g.Ho + oy) * g.Wo + ox) * g.Cout + co : gout;
+      const T* srcb = okb ? gout + gpix + co : gout;
       async_copy16(sB + stage * kStage + row * kLd + kVecE * ch, srcb, okb);
     }
   };
@@ -456,12 +490,12 @@ grad_weight_igemm_kernel(const T* __restrict__ x, const T* __restrict__ gout, fl
   wmma::fill_fragment(acc[1], 0.0f);
   const int wi = 16 * (warp % 4), wj = 32 * (warp / 4);
 
-  load_stage(0, 0);
+  load_stage(0);
   async_copy_commit();
   for (int64_t ks = 0; ks < ksteps; ++ks) {
     const int stage = int(ks & 1);
     if (ks + 1 < ksteps) {
-      load_stage(ks + 1, stage ^ 1);  // stage^1 was released by the trailing barrier of ks-1
+      load_stage(stage ^ 1);  // K step ks + 1; stage^1 was released by the trailing barrier of ks-1
       async_copy_commit();
       async_copy_wait<1>();
     } else {

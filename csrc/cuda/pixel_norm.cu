@@ -11,6 +11,9 @@
 //  * NCHW: channel c of a pixel sits S = H*W elements after channel c-1. One thread owns VEC
 //    adjacent pixels of one image and walks the channels, so a warp reads 32*VEC adjacent
 //    elements per channel (coalesced); the rescale pass walks the channels again.
+//    With few pixels (the 4^2..16^2 maps: N*S/VEC below kSplitBelow) that leaves most of the GPU
+//    idle while each thread walks C = 512 channels; there the warps of a block split the channels
+//    of the same 32 pixel groups (pixel_norm_planes_split_kernel).
 // All accumulation is in acc_t (fp32, fp64 for double); indices are int64.
 
 #include <ATen/core/Tensor.h>
@@ -42,6 +45,25 @@ struct Coeffs {
     return {r, kMode == kBackward ? r * r * r * sgx / T(C) : T(0)};
   }
 };
+
+// The VEC saved inverse norms of a lane's VEC adjacent pixels, in 16-byte loads when VEC > 1 (the
+// host takes the vector kernels only when r is 16-byte aligned; the run starts at a multiple of VEC):
+// a warp's loads are then one contiguous run, not VEC strided scalar loads.
+template <typename T, int VEC>
+__device__ __forceinline__ void load_run(const T* __restrict__ p, T (&out)[VEC]) {
+  if constexpr (VEC == 1) {
+    out[0] = *p;
+  } else {
+    constexpr int kPer = 16 / int(sizeof(T));
+    static_assert(VEC % kPer == 0, "whole 16-byte vectors");
+#pragma unroll
+    for (int j = 0; j < VEC / kPer; ++j) {
+      const auto v = load_vec<T, kPer>(p + j * kPer);
+#pragma unroll
+      for (int t = 0; t < kPer; ++t) out[j * kPer + t] = v.v[t];
+    }
+  }
+}
 
 // ---- channels innermost: a group of L lanes per pixel ---------------------------------------------
 // L (a power of two, 1..32) is the fewest lanes that cover a row of C/VEC vectors in one step,
@@ -126,11 +148,88 @@ __global__ void pixel_norm_planes_kernel(const scalar_t* __restrict__ x, const s
         for (int k = 0; k < VEC; ++k) sgx[k] += static_cast<T>(gv.v[k]) * static_cast<T>(xv.v[k]);
       }
     }
+    T rs[VEC] = {};
+    if constexpr (kMode == kFromOutput) load_run<T, VEC>(rin + n * S + s0, rs);
     Coeffs<T, kMode> co[VEC];
 #pragma unroll
-    for (int k = 0; k < VEC; ++k)
-      co[k] = Coeffs<T, kMode>::make(sxx[k], sgx[k], C, eps, kMode == kFromOutput ? rin[n * S + s0 + k] : T(0));
+    for (int k = 0; k < VEC; ++k) co[k] = Coeffs<T, kMode>::make(sxx[k], sgx[k], C, eps, rs[k]);
     for (int64_t c = 0; c < C; ++c) {
+      const auto xv = load_vec<scalar_t, VEC>(x + base + c * S);
+      Vec<scalar_t, VEC> ov;
+      if constexpr (kMode != kForward) {
+        const auto gv = load_vec<scalar_t, VEC>(g + base + c * S);
+#pragma unroll
+        for (int k = 0; k < VEC; ++k)
+          ov.v[k] = static_cast<scalar_t>(co[k].a * static_cast<T>(gv.v[k]) - co[k].b * static_cast<T>(xv.v[k]));
+      } else {
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) ov.v[k] = static_cast<scalar_t>(co[k].a * static_cast<T>(xv.v[k]));
+      }
+      store_vec(out + base + c * S, ov);
+    }
+  }
+}
+
+// ---- NCHW with few pixels: the channels split over the warps of a block ---------------------------
+// A block owns 32 pixel groups (lane i: VEC adjacent pixels of one image, as in the planes kernel);
+// warp w sums channels w, w + kSplit, ... of them (each access still 32 lanes x VEC adjacent pixels),
+// the kSplit partial sums per pixel meet in shared memory ([sum][warp][k][lane]: lanes on
+// consecutive words) and every warp adds them in warp order (a fixed order: deterministic), then
+// rescales its own channels. The loop over pixel blocks is uniform over the block (barriers).
+constexpr int kSplit = kThreads / 32;
+constexpr int64_t kSplitBelow = 32768;  // pixel groups (threads of the planes kernel): split below this
+
+template <typename scalar_t, int VEC, int kMode>
+__global__ void pixel_norm_planes_split_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ g,
+                                               const acc_t<scalar_t>* __restrict__ rin,
+                                               scalar_t* __restrict__ out, int64_t N, int64_t C, int64_t S,
+                                               acc_t<scalar_t> eps) {
+  using T = acc_t<scalar_t>;
+  PROGAN_SHARED(T, part, 2 * kSplit * VEC * 32);
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const auto slot = [&](int sum, int w, int k) { return ((sum * kSplit + w) * VEC + k) * 32 + lane; };
+  const int64_t groups_per_image = S / VEC;  // VEC > 1 only when S % VEC == 0 and x is aligned
+  const int64_t items = N * groups_per_image;
+  for (int64_t i0 = int64_t(blockIdx.x) * 32; i0 < items; i0 += int64_t(gridDim.x) * 32) {
+    const int64_t i = i0 + lane;
+    const bool valid = i < items;
+    const int64_t n = valid ? i / groups_per_image : 0;
+    const int64_t s0 = valid ? (i % groups_per_image) * VEC : 0;
+    const int64_t base = n * C * S + s0;
+    T sxx[VEC] = {}, sgx[VEC] = {};
+    for (int64_t c = warp; valid && c < C; c += kSplit) {
+      const auto xv = load_vec<scalar_t, VEC>(x + base + c * S);
+      if constexpr (kMode != kFromOutput) {
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) sxx[k] += static_cast<T>(xv.v[k]) * static_cast<T>(xv.v[k]);
+      }
+      if constexpr (kMode != kForward) {
+        const auto gv = load_vec<scalar_t, VEC>(g + base + c * S);
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) sgx[k] += static_cast<T>(gv.v[k]) * static_cast<T>(xv.v[k]);
+      }
+    }
+    __syncthreads();  // the previous pixel block's sums have been read
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) {
+      if constexpr (kMode != kFromOutput) part[slot(0, warp, k)] = sxx[k];
+      if constexpr (kMode != kForward) part[slot(1, warp, k)] = sgx[k];
+    }
+    __syncthreads();
+    if (!valid) continue;  // no barrier before the next iteration's first one
+    T rs[VEC] = {};
+    if constexpr (kMode == kFromOutput) load_run<T, VEC>(rin + n * S + s0, rs);
+    Coeffs<T, kMode> co[VEC];
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) {
+      T txx = 0, tgx = 0;
+      for (int w = 0; w < kSplit; ++w) {
+        if constexpr (kMode != kFromOutput) txx += part[slot(0, w, k)];
+        if constexpr (kMode != kForward) tgx += part[slot(1, w, k)];
+      }
+      co[k] = Coeffs<T, kMode>::make(txx, tgx, C, eps, rs[k]);
+    }
+    for (int64_t c = warp; c < C; c += kSplit) {
       const auto xv = load_vec<scalar_t, VEC>(x + base + c * S);
       Vec<scalar_t, VEC> ov;
       if constexpr (kMode != kForward) {
@@ -155,7 +254,7 @@ void launch_pixel_norm(const at::Tensor& x, const at::Tensor* g, const at::Tenso
   const scalar_t* gp = g ? g->const_data_ptr<scalar_t>() : nullptr;
   const acc_t<scalar_t>* rp = r ? r->const_data_ptr<acc_t<scalar_t>>() : nullptr;
   scalar_t* op = out.mutable_data_ptr<scalar_t>();
-  const bool ptrs_aligned = aligned16(xp) && aligned16(op) && (!gp || aligned16(gp));
+  const bool ptrs_aligned = aligned16(xp) && aligned16(op) && (!gp || aligned16(gp)) && (!rp || aligned16(rp));
   const int64_t N = x.size(0), C = x.size(1), S = x.dim() == 4 ? x.size(2) * x.size(3) : 1;
   const auto e = static_cast<acc_t<scalar_t>>(eps);
   const cudaStream_t stream = current_stream();
@@ -174,14 +273,29 @@ void launch_pixel_norm(const at::Tensor& x, const at::Tensor* g, const at::Tenso
       PROGAN_LAUNCH((pixel_norm_rows_kernel<scalar_t, 1, kMode>), blocks, kThreads, 0, stream, xp, gp, rp, op,
                     pixels, C, lanes, e);
     }
-  } else if (ptrs_aligned && S % V == 0) {
-    record_kernel_path("pixel_norm.planes_vec");
-    PROGAN_LAUNCH((pixel_norm_planes_kernel<scalar_t, V, kMode>), grid_for(N * S / V, kThreads), kThreads, 0,
-                  stream, xp, gp, rp, op, N, C, S, e);
   } else {
-    record_kernel_path("pixel_norm.planes");
-    PROGAN_LAUNCH((pixel_norm_planes_kernel<scalar_t, 1, kMode>), grid_for(N * S, kThreads), kThreads, 0, stream,
-                  xp, gp, rp, op, N, C, S, e);
+    const bool vec = ptrs_aligned && S % V == 0;
+    const int64_t items = N * S / (vec ? V : 1);  // pixel groups
+    // Split the channels when one thread per group would leave the GPU mostly idle and each
+    // warp still gets at least two channels. Depends only on the shapes: reproducible.
+    const bool split = items < kSplitBelow && C >= 2 * kSplit;
+    if (split && vec) {
+      record_kernel_path("pixel_norm.planes_split_vec");
+      PROGAN_LAUNCH((pixel_norm_planes_split_kernel<scalar_t, V, kMode>), grid_for(items, 32), kThreads, 0, stream,
+                    xp, gp, rp, op, N, C, S, e);
+    } else if (split) {
+      record_kernel_path("pixel_norm.planes_split");
+      PROGAN_LAUNCH((pixel_norm_planes_split_kernel<scalar_t, 1, kMode>), grid_for(items, 32), kThreads, 0, stream,
+                    xp, gp, rp, op, N, C, S, e);
+    } else if (vec) {
+      record_kernel_path("pixel_norm.planes_vec");
+      PROGAN_LAUNCH((pixel_norm_planes_kernel<scalar_t, V, kMode>), grid_for(items, kThreads), kThreads, 0,
+                    stream, xp, gp, rp, op, N, C, S, e);
+    } else {
+      record_kernel_path("pixel_norm.planes");
+      PROGAN_LAUNCH((pixel_norm_planes_kernel<scalar_t, 1, kMode>), grid_for(items, kThreads), kThreads, 0,
+                    stream, xp, gp, rp, op, N, C, S, e);
+    }
   }
 }
 
