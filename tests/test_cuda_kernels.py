@@ -83,7 +83,9 @@ CONV_CASES = [
     ("same", torch.float64, "noncontig", 1, 17, 9, 3, 3, False, {"conv.simple"}),
     # Cin % 8 != 0 (fromRGB's 3, the D 4x4 block's 513): zero-padded to the vector width
     ("same", torch.bfloat16, "nchw", 1, 3, 5, 3, 16, False, {"conv.igemm", "conv.cin_padded"}),
-    ("same", torch.bfloat16, "nchw", 1, 3, 3, 513, 16, True, {"conv.igemm", "conv.cin_padded", "conv.norm_in_tile"}),
+    ("same", torch.bfloat16, "nchw", 1, 3, 3, 513, 16, True,  # 153 K steps on 1 tile: split-K, norm after it
+     {"conv.igemm", "conv.cin_padded", "conv.split_k", "conv.norm_pass"}),
+    ("same", torch.bfloat16, "nchw", 2, 5, 6, 64, 16, True, {"conv.igemm", "conv.norm_in_tile"}),  # 2 steps/tap
     ("same", "tf32", "channels_last", 2, 5, 7, 3, 16, False, {"conv.igemm_tf32", "conv.cin_padded"}),
     ("same", torch.float16, "nchw", 1, 3, 5, 16, 520, True, {"conv.igemm", "conv.norm_pass"}),
     ("same", torch.float16, "misaligned", 1, 3, 5, 16, 16, False, {"conv.igemm"}),  # NCHW: copied to NHWC
@@ -92,12 +94,12 @@ CONV_CASES = [
     ("up", "tf32", "channels_last", 1, 17, 9, 24, 16, True, {"conv.igemm_tf32", "conv.norm_in_tile"}),
     ("up", torch.float32, "nchw", 3, 3, 5, 8, 64, True, {"conv.simple", "conv.norm_pass"}),
     ("up", torch.float64, "channels_last", 1, 1, 1, 3, 3, True, {"conv.simple", "conv.norm_pass"}),
-    ("up", torch.float16, "nchw", 1, 3, 3, 513, 8, False, {"conv.igemm", "conv.cin_padded"}),
+    ("up", torch.float16, "nchw", 1, 3, 3, 513, 8, False, {"conv.igemm", "conv.cin_padded", "conv.split_k"}),
     ("down", torch.bfloat16, "nchw", 3, 4, 6, 16, 520, False, {"conv.igemm"}),
     ("down", torch.float16, "channels_last", 1, 18, 10, 24, 3, False, {"conv.igemm"}),
     ("down", "tf32", "noncontig", 1, 4, 6, 8, 65, False, {"conv.igemm_tf32"}),
     ("down", torch.float32, "nchw", 1, 2, 2, 3, 16, False, {"conv.simple"}),  # fp32 without TF32
-    ("down", "tf32", "nchw", 1, 4, 6, 513, 16, False, {"conv.igemm_tf32", "conv.cin_padded"}),
+    ("down", "tf32", "nchw", 1, 4, 6, 513, 16, False, {"conv.igemm_tf32", "conv.cin_padded", "conv.split_k"}),
     ("down", torch.float64, "channels_last", 3, 4, 6, 16, 16, False, {"conv.simple"}),
     ("down", torch.bfloat16, "misaligned", 1, 4, 6, 8, 16, False, {"conv.igemm"}),
 ]
@@ -409,3 +411,44 @@ def test_pixel_norm_planes_paths_and_values(cuda, case):
     assert cuda.paths() == {path: 1}
     y64, r64 = yr.double().cpu(), r.double().cpu()
     assert_close_scaled(gy, r64 * (g64 - y64 * (g64 * y64).mean(1, keepdim=True)), tol)
+
+
+# Split-K: small maps with long K loops (the 4^2..16^2 layers at 512 channels) split their K steps
+# over up to 8 blocks per tile; the fp32 slices are added in order, then bias, activation and the
+# norm pass. mode, dtype, layout, N, H, W, Cin, Cout, pixel_norm; every case splits.
+SPLIT_K_CASES = [
+    ("same", torch.float16, "channels_last", 2, 4, 4, 256, 32, True),   # 72 K steps -> 4 x 18
+    ("same", "tf32", "nchw", 1, 5, 3, 96, 40, True),                    # 54 -> 3 x 18, ragged rows
+    ("up", "tf32", "nchw", 1, 4, 4, 128, 16, True),                     # 4 phases x 32 -> 2 x 16
+    ("up", torch.bfloat16, "channels_last", 1, 2, 3, 512, 64, False),   # 64 -> 4 x 16
+    ("down", torch.bfloat16, "nchw", 2, 8, 8, 128, 72, False),          # 64 -> 4 x 16, 2 Cout tiles
+    ("down", torch.float16, "channels_last", 1, 4, 4, 520, 3, False),   # 17 x 16 taps -> 8 x 34, toRGB-like Cout
+]
+
+
+@pytest.mark.parametrize("case", SPLIT_K_CASES, ids=lambda c: "-".join(map(str, [c[0], str(c[1]).split(".")[-1], *c[2:9]])))
+def test_split_k_values_norms_and_determinism(cuda, monkeypatch, case):
+    mode, dtype, layout, n, h, w, cin, cout, pn = case
+    tol = TOL[dtype]
+    dtype = torch.float32 if dtype == "tf32" else dtype
+    x = rand((n, cin, h, w), dtype, cuda.device, layout)
+    wt = rand((cout, cin, 3, 3), dtype, cuda.device, seed=1)
+    b = rand((cout,), dtype, cuda.device, seed=2)
+    kw = dict(gain=math.sqrt(2), act="lrelu", alpha=0.2)
+    if pn:  # the pixel-normed form also returns r, written by the norm pass after the reduction
+        out, r = getattr(cuda.ops, OP_OF_MODE[mode] + "_pn")(x, wt, b, kw["gain"], "lrelu", 0.2)
+    else:
+        out = getattr(cuda.ops, OP_OF_MODE[mode])(x, wt, b, kw["gain"], "lrelu", 0.2, *(() if mode == "down" else (False,)))
+    paths = cuda.paths()
+    assert paths.get("conv.split_k") == 1 and "conv.norm_in_tile" not in paths, paths
+    assert paths.get("conv.norm_pass") == (1 if pn else None), paths
+    ref_kw = kw if mode == "down" else dict(kw, pixel_norm=pn)
+    want = getattr(ref, OP_OF_MODE[mode])(x.double().cpu(), wt.double().cpu(), b.double().cpu(), **ref_kw)
+    assert_close_scaled(out, want, tol)
+    if pn:
+        pre = getattr(ref, OP_OF_MODE[mode])(x.double().cpu(), wt.double().cpu(), b.double().cpu(), **kw)
+        want_r = torch.rsqrt(pre.square().mean(1, keepdim=True) + 1e-8)
+        assert_close_scaled(r, want_r, tol)
+    again = getattr(cuda.ops, OP_OF_MODE[mode] + ("_pn" if pn else ""))(
+        x, wt, b, kw["gain"], "lrelu", 0.2, *(() if pn or mode == "down" else (False,)))
+    assert torch.equal(again[0] if pn else again, out)  # the slices are added in a fixed order

@@ -124,13 +124,14 @@ FAMILIES = [
            "double buffer and by 4 independent MMAs per warp per fragment load, not by many warps. "
            "2 blocks/SM (25%) lets one block's barriers and epilogue overlap the other's MMAs; below 2 "
            "every barrier idles the SM's tensor cores. Today (register-limited; the conv kernels carry "
-           "__launch_bounds__(256, 2)): conv 2 blocks (bf16 125-127, fp16 114, TF32 128 registers: "
-           "the conflict-free store-order epilogue took fp16 from 96 registers and 3 blocks to 2, the "
-           "incremental K cursor and per-row output offsets cost ~10 more but removed every int64 "
-           "division from the K loop and the stores), weight gradient 4 (48-64 registers; one pixel "
-           "row per thread keeps the division-free pixel cursor within 64)."),
+           "__launch_bounds__(256, 2)): conv 2 blocks (bf16 123-125, fp16 108-110, TF32 126-128 registers: "
+           "the conflict-free store-order epilogue took fp16 from 96 registers and 3 blocks to 2; the "
+           "incremental K cursor and per-row output offsets removed every int64 division from the K "
+           "loop and the stores), weight gradient 4 (48-64 registers; one pixel row per thread keeps "
+           "the division-free pixel cursor within 64)."),
     Family("elementwise (memory-bound)",
-           r"\b(bias_act_kernel|lrelu_grad_kernel|pixel_norm_planes_kernel|stddev_fill_kernel)<", 256, 50.0,
+           r"\b(bias_act_kernel|lrelu_grad_kernel|pixel_norm_planes_kernel|stddev_fill_kernel|"
+           r"split_k_finish_kernel)<", 256, 50.0,
            False,
            "one or two 16-byte loads per thread in flight: Little's law for H100 HBM3 (3.35 TB/s x "
            "~0.7 us loaded latency, assumed / 132 SMs = ~18 KB in flight per SM) needs 560-1100 "

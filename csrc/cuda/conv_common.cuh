@@ -130,6 +130,26 @@ inline bool tensor_core_kernel_usable(const at::Tensor& x, K kernel) {
   return device_sm(x) >= 80 && kernel_ptx_arch(kernel) >= 80;
 }
 
+// Split-K (conv_igemm.cuh's design note): the number of K ranges for a conv of `blocks` tiles
+// (x phases) and `ksteps` K steps. Splits when the tiles fill fewer than two blocks per SM of a
+// 132-SM H100 (the igemm kernels' occupancy), into at most 8 ranges of at least 16 steps (shorter
+// loops would not pay for the workspace pass and the extra launch). A function of the shapes
+// only: the same split on every GPU and every run (deterministic sums).
+constexpr int64_t kSplitFillBlocks = 264, kSplitMinSteps = 16, kSplitMax = 8;
+inline int split_k_count(int64_t blocks, int64_t ksteps) {
+  if (blocks >= kSplitFillBlocks) return 1;
+  const int64_t s = std::min({ceil_div(kSplitFillBlocks, blocks), ksteps / kSplitMinSteps, kSplitMax});
+  return int(std::max<int64_t>(1, s));
+}
+
+template <typename T>
+void launch_split_k_finish(const at::Tensor& partial, const at::Tensor& bias_f, at::Tensor& y, float* pre,
+                           int splits, const ConvGeom& g, bool cl, bool lrelu, double alpha, cudaStream_t stream) {
+  PROGAN_LAUNCH(split_k_finish_kernel<T>, blocks_for(y.numel(), 256), 256, 0, stream, partial.const_data_ptr<float>(),
+                bias_f.defined() ? bias_f.const_data_ptr<float>() : nullptr, y.mutable_data_ptr<T>(), pre, y.numel(),
+                splits, g.Cout, g.Ho * g.Wo, cl, lrelu, float(alpha));
+}
+
 template <typename T, ConvMode M>
 bool try_launch_igemm(const dim3& grid, cudaStream_t stream, const at::Tensor& x, const at::Tensor& wt,
                       const at::Tensor& bias_f, at::Tensor& y, at::Tensor& pre, float* rnorm,
@@ -202,24 +222,46 @@ at::Tensor conv_forward_impl(const at::Tensor& x_in, const at::Tensor& weight, c
     p.out_cl = cl;
     p.lrelu = lrelu;
     p.alpha = float(alpha);
-    p.norm_in_tile = pixel_norm && g.Cout <= igemm::kBN;
-    const int64_t gx = ceil_div(p.Mp, igemm::kBM);
+    const int64_t gx = ceil_div(p.Mp, igemm::kBM), gy = ceil_div(g.Cout, igemm::kBN);
+    const int64_t ksteps = int64_t(g.kt) * g.kt * ceil_div(cinp * x_in.element_size(), 64);  // 64 B per step
+    int splits = split_k_count(gx * gy * g.phases, ksteps);
+    p.split_steps = ceil_div(ksteps, splits);
+    splits = int(ceil_div(ksteps, p.split_steps));  // no empty range
+    p.splits = splits;
+    p.split_stride = splits > 1 ? y.numel() : 0;
+    // With split-K the blocks write raw sums; bias, activation and norm come after the reduction.
+    p.lrelu = lrelu && splits == 1;
+    p.norm_in_tile = pixel_norm && g.Cout <= igemm::kBN && splits == 1;
     // 32-bit grid.x, and the kernel's channel cursor is an int.
     if (aligned16(x.const_data_ptr()) && aligned16(wt.const_data_ptr()) && gx < (int64_t(1) << 31) &&
         cinp < (int64_t(1) << 31)) {
       const at::Tensor bias_f = bias.defined() ? bias.to(at::kFloat).contiguous() : at::Tensor();
-      at::Tensor pre;
-      if (pixel_norm && !p.norm_in_tile) pre = at::empty({y.numel()}, y.options().dtype(at::kFloat));
-      const dim3 grid{unsigned(gx), unsigned(ceil_div(g.Cout, igemm::kBN)), unsigned(g.phases)};
+      at::Tensor pre, partial;
+      if (splits > 1) partial = at::empty({splits * y.numel()}, y.options().dtype(at::kFloat));
+      else if (pixel_norm && !p.norm_in_tile) pre = at::empty({y.numel()}, y.options().dtype(at::kFloat));
+      const dim3 grid{unsigned(gx), unsigned(gy), unsigned(splits * g.phases)};
       // In-tile norm: the kernel writes r; otherwise the norm pass does.
       float* rn = p.norm_in_tile && inv_norm != nullptr ? inv_norm->mutable_data_ptr<float>() : nullptr;
+      const at::Tensor& kbias = splits > 1 ? at::Tensor() : bias_f;
+      at::Tensor& kout = splits > 1 ? partial : pre;
       const bool ran =
-          dt == at::kHalf       ? try_launch_igemm<c10::Half, M>(grid, stream, x, wt, bias_f, y, pre, rn, p)
-          : dt == at::kBFloat16 ? try_launch_igemm<c10::BFloat16, M>(grid, stream, x, wt, bias_f, y, pre, rn, p)
-                                : try_launch_igemm<float, M>(grid, stream, x, wt, bias_f, y, pre, rn, p);
+          dt == at::kHalf       ? try_launch_igemm<c10::Half, M>(grid, stream, x, wt, kbias, y, kout, rn, p)
+          : dt == at::kBFloat16 ? try_launch_igemm<c10::BFloat16, M>(grid, stream, x, wt, kbias, y, kout, rn, p)
+                                : try_launch_igemm<float, M>(grid, stream, x, wt, kbias, y, kout, rn, p);
       if (ran) {
         record_kernel_path(dt == at::kFloat ? "conv.igemm_tf32" : "conv.igemm");
         if (p.norm_in_tile) record_kernel_path("conv.norm_in_tile");
+        if (splits > 1) {
+          record_kernel_path("conv.split_k");
+          if (pixel_norm) pre = partial.narrow(0, 0, y.numel());  // reduced in place into slice 0
+          float* pp = pre.defined() ? pre.mutable_data_ptr<float>() : nullptr;
+          auto finish = [&](auto tag) {
+            launch_split_k_finish<decltype(tag)>(partial, bias_f, y, pp, splits, g, cl, lrelu, alpha, stream);
+          };
+          if (dt == at::kHalf) finish(c10::Half());
+          else if (dt == at::kBFloat16) finish(c10::BFloat16());
+          else finish(float());
+        }
         if (pre.defined()) norm_pass(pre);
         return y;
       }

@@ -35,6 +35,12 @@
 //    every channel of its pixels); when Cout > BN the pre-norm fp32 values go to a workspace and a
 //    second pass (norm_pass_*_kernel, conv_simple.cuh) normalizes each pixel in a fixed order (deterministic,
 //    no atomics).
+//    Split-K for the small maps (4^2..16^2: a few dozen tiles, each a K loop of up to 288 steps):
+//    when the tiles would fill fewer than two blocks per H100 SM, the K steps are split into up
+//    to 8 ranges of >= 16 steps (grid.z = splits x P); each block writes its raw fp32 tile to its
+//    split's slice of a workspace, and split_k_finish_kernel (conv_simple.cuh) adds the slices in
+//    split order, then bias and activation (then the norm pass). Deterministic: the split count
+//    depends only on the shapes.
 //  * float32 without TF32 and float64 take the simple path.
 // conv2d_resample_grad_weight: grad_w[co,ci,ky,kx] = scale * sum_{n,pixels} g * patch.
 //  * fast path (half/bfloat16, and float32 as TF32 when TF32 is allowed for convolutions; sm_80+;
@@ -113,13 +119,18 @@ struct FastParams {
   bool lrelu;
   float alpha;
   bool norm_in_tile;  // pixel norm inside the tile (requires Cout <= kBN, gridDim.y == 1)
+  // Split-K (splits > 1): block z = split * P + phase runs K steps [split * split_steps, + split_steps)
+  // and writes its raw fp32 sums (the host passes no bias, linear, no norm) to pre + split * numel(y).
+  int splits;
+  int64_t split_steps;
+  int64_t split_stride;
 };
 
 // T = half | bfloat16 | float (TF32). x: NHWC [N,H,W,Cin], Cin % kVecE == 0, 16-byte aligned.
 // wt: [P][kt*kt][Cin][CoutP] (scale folded), CoutP % kVecE == 0, 16-byte aligned. bias: float
 // [Cout] or null. Output y (or fp32 `pre` when the norm needs a second pass, laid out like y).
 // rnorm: null, or with norm_in_tile the per-pixel inverse norms [N][Ho][Wo] (float).
-// grid = (ceil(Mp/BM), ceil(Cout/BN), P). __launch_bounds__(256, 2): two blocks per SM must fit
+// grid = (ceil(Mp/BM), ceil(Cout/BN), splits * P). __launch_bounds__(256, 2): two blocks per SM must fit
 // (at most 128 registers per thread), the occupancy floor of tools/check_device_code.py; ptxas
 // would spill rather than exceed it, and the check fails on any spill.
 template <typename T, ConvMode M>
@@ -144,7 +155,8 @@ conv_igemm_kernel(const T* __restrict__ x, const T* __restrict__ wt, const float
 
   const ConvGeom& g = p.g;
   const int tid = threadIdx.x, warp = tid / 32;
-  const int phase = blockIdx.z;                      // UP: (py,px) = (phase>>1, phase&1)
+  const int phase = int(blockIdx.z % g.phases);      // UP: (py,px) = (phase>>1, phase&1)
+  const int split = int(blockIdx.z / g.phases);       // K range (split-K; 0 otherwise)
   const int py = phase >> 1, px = phase & 1;
   const int64_t m0 = int64_t(blockIdx.x) * kBM;      // first GEMM row of the tile
   const int64_t n0 = int64_t(blockIdx.y) * kBN;      // first output channel
@@ -191,13 +203,16 @@ conv_igemm_kernel(const T* __restrict__ x, const T* __restrict__ wt, const float
   const bool b_col_ok = b_col < p.CoutP;             // CoutP % kVecE == 0: chunk all in or all out
   const int kk = g.kt * g.kt;
   const int64_t cin_steps = (g.Cin + kBK - 1) / kBK;
-  const int64_t ksteps = int64_t(kk) * cin_steps;
+  const int64_t ks_begin = int64_t(split) * p.split_steps;  // the host leaves no split empty
+  const int64_t ks_total = int64_t(kk) * cin_steps - ks_begin;
+  const int64_t ksteps = ks_total < p.split_steps ? ks_total : p.split_steps;
   const T* wphase = wt + int64_t(phase) * kk * g.Cin * p.CoutP;
 
   // The K-step cursor of the next load_stage call: tap (ld_ty, ld_tx) and first channel ld_c0.
-  // The steps are loaded in order (0, 1, 2, ...), so the cursor advances by additions, Cin
-  // innermost; no per-step division.
-  int ld_ty = 0, ld_tx = 0, ld_c0 = 0;  // Cin < 2^31 (host)
+  // The steps are loaded in order (ks_begin, ks_begin + 1, ...), so the cursor advances by
+  // additions, Cin innermost; no per-step division (one set here, for the split's first step).
+  const int tap0 = int(ks_begin / cin_steps);
+  int ld_ty = tap0 / g.kt, ld_tx = tap0 % g.kt, ld_c0 = int(ks_begin % cin_steps) * kBK;  // Cin < 2^31 (host)
   auto load_stage = [&](int stage) {
     const int ty = ld_ty, tx = ld_tx, tap = ty * g.kt + tx;
     const int64_t c0 = ld_c0;
@@ -362,7 +377,7 @@ conv_igemm_kernel(const T* __restrict__ x, const T* __restrict__ wt, const float
     if (row >= 0) {
       const int64_t o = row + (n0 + c) * co_stride;
       const float v = sC[at(r, c)];
-      if (pre != nullptr) pre[o] = v;
+      if (pre != nullptr) pre[o + split * p.split_stride] = v;
       else y[o] = static_cast<T>(v);
     }
   }

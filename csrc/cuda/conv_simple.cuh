@@ -1,6 +1,7 @@
 // Simple-path convolution kernels (any dtype, float64 included; any layout and shape): one thread
 // per output element for the forward, a per-pixel norm pass, and the deterministic two-pass weight
-// gradient. The design note of both paths is in conv_igemm.cuh; geometry in conv_geom.cuh.
+// gradient; and the split-K reduction of the tensor-core conv. The design note of both paths is in
+// conv_igemm.cuh; geometry in conv_geom.cuh.
 #pragma once
 
 #include "conv_geom.cuh"
@@ -104,6 +105,25 @@ __global__ void norm_pass_rows_kernel(const acc_t<T>* __restrict__ pre, T* __res
     const acc r = acc(1) / sqrt(ss / acc(C) + acc(1e-8));
     if (valid && sub == 0 && rnorm != nullptr) rnorm[p] = r;
     for (int64_t c = sub; valid && c < C; c += lanes) y[p * C + c] = static_cast<T>(pre[p * C + c] * r);
+  }
+}
+
+// The split-K reduction of the tensor-core conv: out[e] = act(sum_{s < splits} partial[s][e] +
+// bias[c(e)]), the slices added in split order (deterministic), e in y's memory order (coalesced),
+// written to y, or to `pre` (fp32, laid out like y) for the norm pass. `pre` may be partial's
+// slice 0: each element is read before it is written, by the same thread.
+template <typename T>
+__global__ void split_k_finish_kernel(const float* __restrict__ partial, const float* __restrict__ bias,
+                                      T* __restrict__ y, float* pre, int64_t numel, int splits, int64_t C,
+                                      int64_t S, bool channels_last, bool lrelu, float alpha) {
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < numel;
+       e += int64_t(gridDim.x) * blockDim.x) {
+    float v = partial[e];
+    for (int s = 1; s < splits; ++s) v += partial[s * numel + e];
+    if (bias != nullptr) v += bias[channels_last ? e % C : e / S % C];
+    if (lrelu) v = leaky_relu(v, alpha);
+    if (pre != nullptr) pre[e] = v;
+    else y[e] = static_cast<T>(v);
   }
 }
 
