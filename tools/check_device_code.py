@@ -209,26 +209,38 @@ def parse_res_usage(text: str, arch: int | None = None) -> list[Kernel]:
 
 _SASS_FUNC_RE = re.compile(r"^\s*Function : (\S+)\s*$")
 _SASS_ARCH_RE = re.compile(r"^\s*code for sm_(\d+)a?\s*$")  # also in a bare cubin's listing
-_SASS_INSTR_RE = re.compile(r"^\s*/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P[T0-9]+\s+)?([A-Z][A-Z0-9]*)")
+
+
+_SASS_LINE_RE = re.compile(r"^\s*/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P[T0-9]+\s+)?([A-Z][A-Z0-9]*)([^;]*);")
+
+
+def sass_functions(text: str):
+    """(arch, mangled kernel, [(address, opcode, operands)]) per function listing of
+    `cuobjdump -sass`, in order (a kernel in several cubins appears once per cubin)."""
+    arch, key, ins = None, None, []
+    for line in text.splitlines() + ["code for sm_0"]:  # the sentinel flushes the last function
+        arch_m = _ARCH_RE.match(line) or _SASS_ARCH_RE.match(line)
+        func_m = _SASS_FUNC_RE.match(line)
+        if (arch_m or func_m) and key is not None:
+            yield key[0], key[1], ins
+            key = None
+        if arch_m:
+            arch = int(arch_m.group(1))
+        elif func_m:
+            key, ins = (arch, func_m.group(1)), []
+        elif key is not None and (m := _SASS_LINE_RE.match(line)):
+            ins.append((int(m.group(1), 16), m.group(2), m.group(3)))
 
 
 def parse_sass(text: str) -> dict[tuple[int, str], collections.Counter]:
     """Opcode counts (the mnemonic before its first '.') per (arch, mangled kernel) of
     `cuobjdump -sass`; a kernel in several cubins of one arch adds up."""
     counts: dict[tuple[int, str], collections.Counter] = collections.defaultdict(collections.Counter)
-    arch, key = None, None
-    for line in text.splitlines():
-        if m := _ARCH_RE.match(line) or _SASS_ARCH_RE.match(line):
-            arch, key = int(m.group(1)), None
-        elif m := _SASS_FUNC_RE.match(line):
-            key = (arch, m.group(1))
-            counts[key]  # a kernel with no instructions still appears
-        elif key is not None and (m := _SASS_INSTR_RE.match(line)):
-            counts[key][m.group(1)] += 1
+    for arch, name, ins in sass_functions(text):
+        counts[(arch, name)].update(op for _, op, _ in ins)  # a kernel with no instructions still appears
     return dict(counts)
 
 
-_SASS_LINE_RE = re.compile(r"^\s*/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P[T0-9]+\s+)?([A-Z][A-Z0-9]*)([^;]*);")
 _BRANCH_TARGET_RE = re.compile(r"^\s*(?:\.[A-Z0-9.]+)?\s+(?:`\()?0x([0-9a-f]+)")
 
 
@@ -245,18 +257,8 @@ def parse_main_loops(text: str) -> dict[tuple[int, str], MainLoop]:
     a tie: the innermost); kernels without tensor-core instructions in a loop are left out. The
     first cubin of a kernel counts (copies of a header template are the same code)."""
     listings: dict[tuple[int, str], list[tuple[int, str, str]]] = {}
-    arch, key = None, None
-    for line in text.splitlines():
-        if m := _ARCH_RE.match(line) or _SASS_ARCH_RE.match(line):
-            arch, key = int(m.group(1)), None
-        elif m := _SASS_FUNC_RE.match(line):
-            key = (arch, m.group(1))
-            if key in listings:
-                key = None  # a later copy
-            else:
-                listings[key] = []
-        elif key is not None and (m := _SASS_LINE_RE.match(line)):
-            listings[key].append((int(m.group(1), 16), m.group(2), m.group(3)))
+    for arch, name, ins in sass_functions(text):
+        listings.setdefault((arch, name), ins)  # the first copy
     loops = {}
     for key, ins in listings.items():
         best = None
