@@ -124,46 +124,6 @@ __global__ void pixel_norm_rows_kernel(const scalar_t* __restrict__ x, const sca
 }
 
 // ---- NCHW: one thread per VEC adjacent pixels of an image -----------------------------------------
-// The two passes of a thread over channels c0, c0 + step, ... < C of its VEC pixels (base: channel 0
-// of the first), shared by the planes kernel (every channel) and the split kernel (every kSplit-th).
-template <typename scalar_t, int VEC, int kMode, typename T>
-__device__ __forceinline__ void planes_sums(const scalar_t* __restrict__ x, const scalar_t* __restrict__ g,
-                                            int64_t base, int64_t S, int64_t c0, int64_t C, int step,
-                                            T (&sxx)[VEC], T (&sgx)[VEC]) {
-  for (int64_t c = c0; c < C; c += step) {
-    const auto xv = load_vec<scalar_t, VEC>(x + base + c * S);
-    if constexpr (kMode != kFromOutput) {
-#pragma unroll
-      for (int k = 0; k < VEC; ++k) sxx[k] += static_cast<T>(xv.v[k]) * static_cast<T>(xv.v[k]);
-    }
-    if constexpr (kMode != kForward) {
-      const auto gv = load_vec<scalar_t, VEC>(g + base + c * S);
-#pragma unroll
-      for (int k = 0; k < VEC; ++k) sgx[k] += static_cast<T>(gv.v[k]) * static_cast<T>(xv.v[k]);
-    }
-  }
-}
-
-template <typename scalar_t, int VEC, int kMode, typename T>
-__device__ __forceinline__ void planes_rescale(const scalar_t* __restrict__ x, const scalar_t* __restrict__ g,
-                                               scalar_t* __restrict__ out, int64_t base, int64_t S, int64_t c0,
-                                               int64_t C, int step, const Coeffs<T, kMode> (&co)[VEC]) {
-  for (int64_t c = c0; c < C; c += step) {
-    const auto xv = load_vec<scalar_t, VEC>(x + base + c * S);
-    Vec<scalar_t, VEC> ov;
-    if constexpr (kMode != kForward) {
-      const auto gv = load_vec<scalar_t, VEC>(g + base + c * S);
-#pragma unroll
-      for (int k = 0; k < VEC; ++k)
-        ov.v[k] = static_cast<scalar_t>(co[k].a * static_cast<T>(gv.v[k]) - co[k].b * static_cast<T>(xv.v[k]));
-    } else {
-#pragma unroll
-      for (int k = 0; k < VEC; ++k) ov.v[k] = static_cast<scalar_t>(co[k].a * static_cast<T>(xv.v[k]));
-    }
-    store_vec(out + base + c * S, ov);
-  }
-}
-
 template <typename scalar_t, int VEC, int kMode>
 __global__ void pixel_norm_planes_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ g,
                                          const acc_t<scalar_t>* __restrict__ rin, scalar_t* __restrict__ out,
@@ -176,13 +136,37 @@ __global__ void pixel_norm_planes_kernel(const scalar_t* __restrict__ x, const s
     const int64_t s0 = (i % groups_per_image) * VEC;  // first of the VEC pixels in the image
     const int64_t base = n * C * S + s0;               // channel 0 of the VEC pixels
     T sxx[VEC] = {}, sgx[VEC] = {};
-    planes_sums<scalar_t, VEC, kMode>(x, g, base, S, 0, C, 1, sxx, sgx);
+    for (int64_t c = 0; c < C; ++c) {
+      const auto xv = load_vec<scalar_t, VEC>(x + base + c * S);
+      if constexpr (kMode != kFromOutput) {
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) sxx[k] += static_cast<T>(xv.v[k]) * static_cast<T>(xv.v[k]);
+      }
+      if constexpr (kMode != kForward) {
+        const auto gv = load_vec<scalar_t, VEC>(g + base + c * S);
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) sgx[k] += static_cast<T>(gv.v[k]) * static_cast<T>(xv.v[k]);
+      }
+    }
     T rs[VEC] = {};
     if constexpr (kMode == kFromOutput) load_run<T, VEC>(rin + n * S + s0, rs);
     Coeffs<T, kMode> co[VEC];
 #pragma unroll
     for (int k = 0; k < VEC; ++k) co[k] = Coeffs<T, kMode>::make(sxx[k], sgx[k], C, eps, rs[k]);
-    planes_rescale<scalar_t, VEC, kMode>(x, g, out, base, S, 0, C, 1, co);
+    for (int64_t c = 0; c < C; ++c) {
+      const auto xv = load_vec<scalar_t, VEC>(x + base + c * S);
+      Vec<scalar_t, VEC> ov;
+      if constexpr (kMode != kForward) {
+        const auto gv = load_vec<scalar_t, VEC>(g + base + c * S);
+#pragma unroll
+        for (int k = 0; k < VEC; ++k)
+          ov.v[k] = static_cast<scalar_t>(co[k].a * static_cast<T>(gv.v[k]) - co[k].b * static_cast<T>(xv.v[k]));
+      } else {
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) ov.v[k] = static_cast<scalar_t>(co[k].a * static_cast<T>(xv.v[k]));
+      }
+      store_vec(out + base + c * S, ov);
+    }
   }
 }
 
@@ -213,7 +197,18 @@ __global__ void pixel_norm_planes_split_kernel(const scalar_t* __restrict__ x, c
     const int64_t s0 = valid ? (i % groups_per_image) * VEC : 0;
     const int64_t base = n * C * S + s0;
     T sxx[VEC] = {}, sgx[VEC] = {};
-    if (valid) planes_sums<scalar_t, VEC, kMode>(x, g, base, S, warp, C, kSplit, sxx, sgx);
+    for (int64_t c = warp; valid && c < C; c += kSplit) {
+      const auto xv = load_vec<scalar_t, VEC>(x + base + c * S);
+      if constexpr (kMode != kFromOutput) {
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) sxx[k] += static_cast<T>(xv.v[k]) * static_cast<T>(xv.v[k]);
+      }
+      if constexpr (kMode != kForward) {
+        const auto gv = load_vec<scalar_t, VEC>(g + base + c * S);
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) sgx[k] += static_cast<T>(gv.v[k]) * static_cast<T>(xv.v[k]);
+      }
+    }
     __syncthreads();  // the previous pixel block's sums have been read
 #pragma unroll
     for (int k = 0; k < VEC; ++k) {
@@ -234,7 +229,20 @@ __global__ void pixel_norm_planes_split_kernel(const scalar_t* __restrict__ x, c
       }
       co[k] = Coeffs<T, kMode>::make(txx, tgx, C, eps, rs[k]);
     }
-    planes_rescale<scalar_t, VEC, kMode>(x, g, out, base, S, warp, C, kSplit, co);
+    for (int64_t c = warp; c < C; c += kSplit) {
+      const auto xv = load_vec<scalar_t, VEC>(x + base + c * S);
+      Vec<scalar_t, VEC> ov;
+      if constexpr (kMode != kForward) {
+        const auto gv = load_vec<scalar_t, VEC>(g + base + c * S);
+#pragma unroll
+        for (int k = 0; k < VEC; ++k)
+          ov.v[k] = static_cast<scalar_t>(co[k].a * static_cast<T>(gv.v[k]) - co[k].b * static_cast<T>(xv.v[k]));
+      } else {
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) ov.v[k] = static_cast<scalar_t>(co[k].a * static_cast<T>(xv.v[k]));
+      }
+      store_vec(out + base + c * S, ov);
+    }
   }
 }
 
