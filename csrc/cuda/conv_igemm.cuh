@@ -211,8 +211,9 @@ conv_igemm_kernel(const T* __restrict__ x, const T* __restrict__ wt, const float
   // The K-step cursor of the next load_stage call: tap (ld_ty, ld_tx) and first channel ld_c0.
   // The steps are loaded in order (ks_begin, ks_begin + 1, ...), so the cursor advances by
   // additions, Cin innermost; no per-step division (one set here, for the split's first step).
-  const int tap0 = int(ks_begin / cin_steps);
-  int ld_ty = tap0 / g.kt, ld_tx = tap0 % g.kt, ld_c0 = int(ks_begin % cin_steps) * kBK;  // Cin < 2^31 (host)
+  const int first_tap = int(ks_begin / cin_steps);
+  int ld_ty = first_tap / g.kt, ld_tx = first_tap % g.kt;
+  int ld_c0 = int(ks_begin % cin_steps) * kBK;  // Cin < 2^31 (host)
   auto load_stage = [&](int stage) {
     const int ty = ld_ty, tx = ld_tx, tap = ty * g.kt + tx;
     const int64_t c0 = ld_c0;

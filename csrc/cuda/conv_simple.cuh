@@ -111,11 +111,12 @@ __global__ void norm_pass_rows_kernel(const acc_t<T>* __restrict__ pre, T* __res
 // The split-K reduction of the tensor-core conv: out[e] = act(sum_{s < splits} partial[s][e] +
 // bias[c(e)]), the slices added in split order (deterministic), e in y's memory order (coalesced),
 // written to y, or to `pre` (fp32, laid out like y) for the norm pass. `pre` may be partial's
-// slice 0: each element is read before it is written, by the same thread.
+// slice 0 (so neither is __restrict__): each element is read before it is written, by the same
+// thread, and never read again.
 template <typename T>
-__global__ void split_k_finish_kernel(const float* __restrict__ partial, const float* __restrict__ bias,
-                                      T* __restrict__ y, float* pre, int64_t numel, int splits, int64_t C,
-                                      int64_t S, bool channels_last, bool lrelu, float alpha) {
+__global__ void split_k_finish_kernel(const float* partial, const float* __restrict__ bias, T* __restrict__ y,
+                                      float* pre, int64_t numel, int splits, int64_t C, int64_t S,
+                                      bool channels_last, bool lrelu, float alpha) {
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < numel;
        e += int64_t(gridDim.x) * blockDim.x) {
     float v = partial[e];
