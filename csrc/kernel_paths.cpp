@@ -6,6 +6,7 @@
 namespace progan_ext {
 namespace {
 std::mutex g_mutex;
+thread_local bool t_split_k = true;  // per thread: a setting around one call never leaks into another
 std::map<std::string, long long>& counts() {
   static std::map<std::string, long long> c;
   return c;
@@ -23,6 +24,14 @@ std::string kernel_path_counts(bool reset) {
   for (const auto& [name, n] : counts()) out += (out.empty() ? "" : ";") + name + "=" + std::to_string(n);
   if (reset) counts().clear();
   return out;
+}
+
+bool conv_split_k_enabled() { return t_split_k; }
+
+bool set_conv_split_k(bool enabled) {
+  const bool before = t_split_k;
+  t_split_k = enabled;
+  return before;
 }
 
 }  // namespace progan_ext

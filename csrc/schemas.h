@@ -61,6 +61,8 @@ inline void define_schemas(torch::Library& m) {
 
   // ---- introspection (no tensors): which kernel paths ran, "name=count;..." ---------------------
   m.def("kernel_path_counts(bool reset=False) -> str", &kernel_path_counts);
+  // ---- path knob (no tensors): may the tensor-core conv split K? (this thread; returns the old) ---
+  m.def("set_conv_split_k(bool enabled) -> bool", &set_conv_split_k);
 }
 
 }  // namespace progan_ext

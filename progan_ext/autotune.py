@@ -3,9 +3,11 @@
 The first call of an op with a new signature (op, input shapes, dtype, memory format, static
 arguments, device) on a device type that is tuned (CUDA by default) times the candidates, the
 compiled kernel and the eager composite of ``progan_ext.reference`` (cuDNN convolutions and
-separate bias, activation and pixel-norm passes, as plain PyTorch would run them), and caches the
-fastest; later calls with that signature run the cached choice without timing anything, so the
-choice is deterministic for the life of the process. The timing runs under ``torch.no_grad()``
+separate bias, activation and pixel-norm passes, as plain PyTorch would run them), and for a
+convolution whose tensor-core kernel splits K (the small maps) also that kernel with the split off
+(``kernel_unsplit``: one pass, no workspace, no reduction launch), and caches the fastest; later
+calls with that signature run the cached choice without timing anything, so the choice is
+deterministic for the life of the process. The timing runs under ``torch.no_grad()``
 on the call's own inputs (forward only), ``warmup`` + ``reps`` runs each, median of the reps, with
 CUDA events. Under ``torch.compile`` nothing is timed: the compiled kernel runs (a choice cannot be
 made inside a traced graph).
@@ -30,7 +32,7 @@ __all__ = ["enabled", "enable", "device_types", "choose", "choices", "clear", "s
 
 log = logging.getLogger("progan_ext.autotune")
 
-CANDIDATES = ("kernel", "eager")  # in order of preference on a tie
+CANDIDATES = ("kernel", "kernel_unsplit", "eager")  # in order of preference on a tie
 device_types: set[str] = {"cuda"}  # tuned device types (mutated in place by enable)
 _cache: dict[tuple, str] = {}
 _times: dict[tuple, dict[str, float]] = {}
@@ -86,11 +88,16 @@ def _signature(t) -> object:
     return t
 
 
-def choose(op: str, args: tuple, candidates: dict[str, Callable[[], torch.Tensor]]) -> str:
+Candidates = dict[str, Callable[[], torch.Tensor]]
+
+
+def choose(op: str, args: tuple, candidates: Candidates | Callable[[], Candidates]) -> str:
     """The candidate to run for this call of ``op`` (a key of ``candidates``, in CANDIDATES).
 
     ``args`` are the call's tensors and static arguments (they form the signature); each candidate
-    is a no-argument callable computing the op on them."""
+    is a no-argument callable computing the op on them. ``candidates`` may also be a no-argument
+    callable returning that dict: it is called only when the signature is timed (to find out, for
+    example, whether a variant differs from the kernel at all)."""
     if torch.compiler.is_compiling() or args[0].device.type not in device_types or not enabled():
         return "kernel"
     key = (op,) + tuple(_signature(a) for a in args)
@@ -98,6 +105,8 @@ def choose(op: str, args: tuple, candidates: dict[str, Callable[[], torch.Tensor
     if choice is not None:
         return choice
     with torch.no_grad():
+        if callable(candidates):
+            candidates = candidates()
         times = {name: _timer(name, fn, WARMUP, REPS) for name, fn in candidates.items()}
     choice = min(CANDIDATES, key=lambda name: (times.get(name, float("inf")), CANDIDATES.index(name)))
     _cache[key], _times[key] = choice, times

@@ -146,6 +146,44 @@ def _use_kernel(op: str, args: tuple, run_kernel, run_eager) -> bool:
     return autotune.choose(op, args, {"kernel": run_kernel, "eager": run_eager}) == "kernel"
 
 
+def _split_k_count(namespace) -> int:
+    """How many tensor-core convs of this module have split K so far (its path counts, not reset)."""
+    counts = getattr(torch.ops, namespace).kernel_path_counts(False)
+    return sum(int(n) for name, n in (item.split("=") for item in counts.split(";") if item) if name == "conv.split_k")
+
+
+def _unsplit(x: torch.Tensor, run):
+    """``run()`` with the tensor-core conv's split-K turned off on this thread (the op's forward
+    only: its backward runs later, with the default)."""
+    ns = getattr(torch.ops, kernel_namespace(x.device.type))
+    before = ns.set_conv_split_k(False)
+    try:
+        return run()
+    finally:
+        ns.set_conv_split_k(before)
+
+
+def _run_conv(op: str, x: torch.Tensor, args: tuple, run, eager) -> torch.Tensor:
+    """A conv op's call: the kernel, unless autotuning (CUDA tensors) measured the eager composite
+    or, where the kernel splits K for these shapes, the kernel without the split, faster."""
+    if not _tuned(x):
+        return run()
+
+    def candidates():  # built only when the signature is timed
+        found = {"kernel": run, "eager": eager}
+        namespace = kernel_namespace(x.device.type)
+        if hasattr(getattr(torch.ops, namespace), "set_conv_split_k"):  # a routed namespace may lack it
+            before = _split_k_count(namespace)
+            with torch.no_grad():
+                run()
+            if _split_k_count(namespace) > before:
+                found["kernel_unsplit"] = lambda: _unsplit(x, run)
+        return found
+
+    choice = autotune.choose(op, args, candidates)
+    return eager() if choice == "eager" else _unsplit(x, run) if choice == "kernel_unsplit" else run()
+
+
 def _pn_form(op: str, x: torch.Tensor):
     """The (y, inverse norm) form of a pixel-normed conv op serving ``x``'s device, or None."""
     return KERNELS.get(x.device.type, (NAMESPACE, {}))[1].get(op + "_pn")
@@ -290,8 +328,7 @@ def eq_conv2d(
                 return pn_form(x, weight, bias, float(gain), act, float(alpha))[0]
             return kernel(x, weight, bias, float(gain), act, float(alpha), bool(pixel_norm))
 
-        if not _tuned(x) or _use_kernel("eq_conv2d", (x, weight, bias, gain, act, alpha, pixel_norm), run, eager):
-            return run()
+        return _run_conv("eq_conv2d", x, (x, weight, bias, gain, act, alpha, pixel_norm), run, eager)
     return eager()
 
 
@@ -326,9 +363,7 @@ def upsample_conv2d(
                 return pn_form(x, weight, bias, float(gain), act, float(alpha))[0]
             return kernel(x, weight, bias, float(gain), act, float(alpha), bool(pixel_norm))
 
-        args = (x, weight, bias, gain, act, alpha, pixel_norm)
-        if not _tuned(x) or _use_kernel("upsample_conv2d", args, run, eager):
-            return run()
+        return _run_conv("upsample_conv2d", x, (x, weight, bias, gain, act, alpha, pixel_norm), run, eager)
     return eager()
 
 
@@ -354,9 +389,7 @@ def conv2d_downsample(
         return ref.conv2d_downsample(x, weight, bias, gain=gain, act=act, alpha=alpha)  # raises
     kernel = _kernel("conv2d_downsample", x)
     eager = lambda: ref.conv2d_downsample(x, weight, bias, gain=gain, act=act, alpha=alpha)  # noqa: E731
+    if kernel is None:
+        return eager()
     run = lambda: kernel(x, weight, bias, float(gain), act, float(alpha))  # noqa: E731
-    if kernel is not None and (
-        not _tuned(x) or _use_kernel("conv2d_downsample", (x, weight, bias, gain, act, alpha), run, eager)
-    ):
-        return run()
-    return eager()
+    return _run_conv("conv2d_downsample", x, (x, weight, bias, gain, act, alpha), run, eager)

@@ -1,10 +1,12 @@
 """Autotuned dispatch (progan_ext.autotune, issue 15): the choice logic, driven on the CUDA kernels
 (the emulated build without a GPU) with an injected timer, so that which candidate is faster is
 known: the faster one runs, the choice is cached per signature and stays fixed, a tie keeps the
-kernel, PROGAN_EXT_AUTOTUNE=0 turns it off, backend_info shows the choices, and autograd runs
-through whichever candidate was chosen. Real timings need a GPU (benchmarks/run_gpu_suite.sh)."""
+kernel, a conv whose kernel splits K is also timed with the split off (the per-thread knob
+set_conv_split_k), PROGAN_EXT_AUTOTUNE=0 turns it off, backend_info shows the choices, and
+autograd runs through whichever candidate was chosen. Real timings need a GPU (benchmarks/run_gpu_suite.sh)."""
 
 import math
+import threading
 
 import pytest
 import torch
@@ -146,3 +148,53 @@ def test_cpu_is_not_tuned_by_default(monkeypatch):
     finally:
         autotune.set_timer(before)
     assert timer.calls == [] and "cuda" in ops.backend_info()["autotune"]["device_types"]
+
+
+def split_inputs(device):
+    """A 4x4 map with 256 input channels: the tensor-core conv splits its 72 K steps (4 x 18)."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 256, 4, 4, generator=g).to(device=device, dtype=torch.float16)
+    wt = torch.randn(32, 256, 3, 3, generator=g).to(device=device, dtype=torch.float16)
+    b = torch.randn(32, generator=g).to(device=device, dtype=torch.float16)
+    return x.to(memory_format=torch.channels_last), wt, b
+
+
+@pytest.mark.parametrize("device", CUDA)
+def test_a_conv_that_splits_k_is_also_timed_unsplit_cuda(device, tuned):
+    timer = FakeTimer(kernel=3e-3, kernel_unsplit=1e-3, eager=2e-3)
+    autotune.set_timer(timer)
+    x, wt, b = split_inputs(device)
+    want = ref.eq_conv2d(x.double(), wt.double(), b.double(), pixel_norm=True)
+    ops.eq_conv2d(x, wt, b, pixel_norm=True)
+    assert sorted(timer.calls) == ["eager", "kernel", "kernel_unsplit"]
+    assert autotune.choices()[0]["choice"] == "kernel_unsplit"
+    paths(device)
+    out = ops.eq_conv2d(x, wt, b, pixel_norm=True)  # cached: the kernel with the split off
+    p = paths(device)
+    assert p.get("conv.igemm") == 1 and "conv.split_k" not in p and len(timer.calls) == 3, p
+    torch.testing.assert_close(out.double(), want, rtol=2e-2, atol=2e-2 * want.abs().max().item())
+    # the knob is back on: the kernel called directly splits again
+    ns = emulated.ops() if is_emulated(device) else torch.ops.progan_ext
+    ns.eq_conv2d(x, wt, b, math.sqrt(2), "lrelu", 0.2, True)
+    assert paths(device).get("conv.split_k") == 1
+    # a conv that does not split (8 -> 16 channels) times only the kernel and the composite
+    ops.eq_conv2d(*conv_inputs(device))
+    assert sorted(timer.calls[3:]) == ["eager", "kernel"] and autotune.choices()[1]["choice"] == "eager"
+
+
+@pytest.mark.parametrize("device", CUDA)
+def test_the_split_knob_is_per_thread_cuda(device):
+    ns = emulated.ops() if is_emulated(device) else torch.ops.progan_ext
+    x, wt, b = split_inputs(device)
+    seen = []
+    assert ns.set_conv_split_k(False) is True
+    try:
+        worker = threading.Thread(target=lambda: seen.append(ns.set_conv_split_k(True)))
+        worker.start()
+        worker.join()
+        paths(device)
+        ns.eq_conv2d(x, wt, b, math.sqrt(2), "lrelu", 0.2, False)
+        assert "conv.split_k" not in paths(device)
+    finally:
+        assert ns.set_conv_split_k(True) is False
+    assert seen == [True]  # another thread's setting was its own default, untouched by this one

@@ -413,6 +413,26 @@ def test_pixel_norm_planes_paths_and_values(cuda, case):
     assert_close_scaled(gy, r64 * (g64 - y64 * (g64 * y64).mean(1, keepdim=True)), tol)
 
 
+@pytest.mark.parametrize("layout, aligned_path, misaligned_path", [
+    ("channels_last", "pixel_norm.rows_vec", "pixel_norm.rows_vec"),  # rows read one r per pixel
+    ("nchw", "pixel_norm.planes_split_vec", "pixel_norm.planes_split"),  # planes read r in 16-byte runs
+])
+def test_pixel_norm_from_output_needs_an_aligned_r_only_on_planes(cuda, layout, aligned_path, misaligned_path):
+    x = rand((2, 16, 4, 4), torch.float32, cuda.device, layout) * 3
+    g = rand((2, 16, 4, 4), torch.float32, cuda.device, layout, seed=1)
+    r = torch.rsqrt(x.square().mean(1, keepdim=True) + 1e-8).contiguous()
+    y = x * r
+    y64, r64, g64 = y.double().cpu(), r.double().cpu(), g.double().cpu()
+    want = r64 * (g64 - y64 * (g64 * y64).mean(1, keepdim=True))
+    flat = torch.empty(r.numel() + 1, dtype=r.dtype, device=r.device)
+    r_off = flat[1:].view(r.shape).copy_(r)  # contiguous, one element past 16-byte alignment
+    assert r.data_ptr() % 16 == 0 and r_off.data_ptr() % 16 != 0
+    for rr, path in ((r, aligned_path), (r_off, misaligned_path)):
+        gy = cuda.ops.pixel_norm_backward_from_output(g, y, rr)
+        assert cuda.paths() == {path: 1}
+        assert_close_scaled(gy, want, TOL[torch.float32])
+
+
 # Split-K: small maps with long K loops (the 4^2..16^2 layers at 512 channels) split their K steps
 # over up to 8 blocks per tile; the fp32 slices are added in order, then bias, activation and the
 # norm pass. mode, dtype, layout, N, H, W, Cin, Cout, pixel_norm; every case splits.

@@ -301,6 +301,16 @@ def _launch_sites():
 
 
 def _resolve(expr, text):
+    """The block size a launch's expression gives; for threads_for(work[, max]) (blocks sized to
+    their work, whole warps up to max) its largest, the size the family's occupancy is for."""
+    bound = re.search(rf"const int {re.escape(expr)} = (threads_for\(.*?\));", text) if expr.isidentifier() else None
+    if bound:
+        expr = bound.group(1)
+    if expr.startswith("threads_for("):
+        cap = re.fullmatch(r"threads_for\((?:[^()]|\([^()]*\))*?(?:,\s*(\d+))?\)", expr)
+        assert cap, f"cannot read threads_for's cap in {expr!r}"
+        return int(cap.group(1) or re.search(r"int threads_for\(int64_t work, int max_threads = (\d+)\)",
+                                              (ROOT / "csrc" / "cuda" / "device_utils.cuh").read_text()).group(1))
     if expr.isdigit():
         return int(expr)
     name = expr.split("::")[-1]

@@ -145,9 +145,10 @@ inline int split_k_count(int64_t blocks, int64_t ksteps) {
 template <typename T>
 void launch_split_k_finish(const at::Tensor& partial, const at::Tensor& bias_f, at::Tensor& y, float* pre,
                            int splits, const ConvGeom& g, bool cl, bool lrelu, double alpha, cudaStream_t stream) {
+  TORCH_CHECK(partial.numel() < (int64_t(1) << 31), "split-K workspace past 32-bit indexing: ", partial.numel());
   PROGAN_LAUNCH(split_k_finish_kernel<T>, blocks_for(y.numel(), 256), 256, 0, stream, partial.const_data_ptr<float>(),
-                bias_f.defined() ? bias_f.const_data_ptr<float>() : nullptr, y.mutable_data_ptr<T>(), pre, y.numel(),
-                splits, g.Cout, g.Ho * g.Wo, cl, lrelu, float(alpha));
+                bias_f.defined() ? bias_f.const_data_ptr<float>() : nullptr, y.mutable_data_ptr<T>(), pre,
+                unsigned(y.numel()), splits, unsigned(g.Cout), unsigned(g.Ho * g.Wo), cl, lrelu, float(alpha));
 }
 
 template <typename T, ConvMode M>
@@ -224,7 +225,7 @@ at::Tensor conv_forward_impl(const at::Tensor& x_in, const at::Tensor& weight, c
     p.alpha = float(alpha);
     const int64_t gx = ceil_div(p.Mp, igemm::kBM), gy = ceil_div(g.Cout, igemm::kBN);
     const int64_t ksteps = int64_t(g.kt) * g.kt * ceil_div(cinp * x_in.element_size(), 64);  // 64 B per step
-    int splits = split_k_count(gx * gy * g.phases, ksteps);
+    int splits = conv_split_k_enabled() ? split_k_count(gx * gy * g.phases, ksteps) : 1;  // autotuning's knob
     p.split_steps = ceil_div(ksteps, splits);
     splits = int(ceil_div(ksteps, p.split_steps));  // no empty range
     p.splits = splits;

@@ -112,15 +112,16 @@ __global__ void norm_pass_rows_kernel(const acc_t<T>* __restrict__ pre, T* __res
 // bias[c(e)]), the slices added in split order (deterministic), e in y's memory order (coalesced),
 // written to y, or to `pre` (fp32, laid out like y) for the norm pass. `pre` may be partial's
 // slice 0 (so neither is __restrict__): each element is read before it is written, by the same
-// thread, and never read again.
+// thread, and never read again. 32-bit indices: a conv splits only when its tiles fill fewer than
+// 264 blocks, so numel * splits < 264 * 128 * 64 * 8 < 2^31 (the host checks it), and the channel
+// of e costs an inline 32-bit division instead of a 64-bit division subroutine per element.
 template <typename T>
 __global__ void split_k_finish_kernel(const float* partial, const float* __restrict__ bias, T* __restrict__ y,
-                                      float* pre, int64_t numel, int splits, int64_t C, int64_t S,
+                                      float* pre, unsigned numel, int splits, unsigned C, unsigned S,
                                       bool channels_last, bool lrelu, float alpha) {
-  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < numel;
-       e += int64_t(gridDim.x) * blockDim.x) {
+  for (unsigned e = blockIdx.x * blockDim.x + threadIdx.x; e < numel; e += gridDim.x * blockDim.x) {
     float v = partial[e];
-    for (int s = 1; s < splits; ++s) v += partial[s * numel + e];
+    for (int s = 1; s < splits; ++s) v += partial[unsigned(s) * numel + e];
     if (bias != nullptr) v += bias[channels_last ? e % C : e / S % C];
     if (lrelu) v = leaky_relu(v, alpha);
     if (pre != nullptr) pre[e] = v;

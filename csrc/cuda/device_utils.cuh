@@ -104,5 +104,13 @@ inline unsigned grid_for(int64_t n, int threads, int64_t max_blocks = 65535LL * 
   return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(ceil_div(n, threads), max_blocks)));
 }
 
+// Threads for a block that shares `work` items among its threads (a block_sum over them): the
+// work rounded up to whole warps, 32 to max_threads. A reduction over a 4x4 map's pixels or a
+// small minibatch group then runs one or two warps instead of eight mostly idle ones (and the
+// emulator, which runs every thread, does a fraction of the work). Depends only on the shapes.
+inline int threads_for(int64_t work, int max_threads = 256) {
+  return static_cast<int>(std::min<int64_t>(max_threads, std::max<int64_t>(32, ceil_div(work, 32) * 32)));
+}
+
 }  // namespace cuda
 }  // namespace progan_ext

@@ -5,7 +5,8 @@
 //   backward: gS[m, f] = sum over g and pixels of grad[g*M+m, C+f]
 //             gx = grad[:, :C] + gS/(J*G) * (x - mean_g x) / s_j
 // Deterministic: the j-sums are block reductions into a per-block partial buffer that one
-// block per (m, f) sums in a fixed order; no atomics.
+// block per (m, f) sums in a fixed order; no atomics. Reduction blocks are sized to their work
+// (threads_for: one warp when a group's J or G*HW is small).
 //
 // Index j enumerates the (k, p) of one (m, f) in memory order: in NCHW the J values of a
 // sample are contiguous (j = k*HW + p); in channels_last j = p*Cf + k. The (m, f) pairs are
@@ -181,8 +182,8 @@ at::Tensor minibatch_stddev_cuda(const at::Tensor& x_in, int64_t group_size, int
   PROGAN_DISPATCH_FLOATING_TYPES(x.scalar_type(), "minibatch_stddev_cuda", [&] {
     using T = acc_t<scalar_t>;
     const T e = static_cast<T>(eps);
-    PROGAN_LAUNCH(stddev_partial_kernel<scalar_t>, grid, kThreads, 0, stream, x.const_data_ptr<scalar_t>(), q, e,
-                  partial.mutable_data_ptr<T>());
+    PROGAN_LAUNCH(stddev_partial_kernel<scalar_t>, grid, threads_for(ceil_div(q.J, grid.x)), 0, stream,
+                  x.const_data_ptr<scalar_t>(), q, e, partial.mutable_data_ptr<T>());
     PROGAN_LAUNCH(stddev_finish_kernel<T>, grid_for(q.M * q.F, kThreads), kThreads, 0, stream,
                   partial.const_data_ptr<T>(), int64_t(grid.x), q.M * q.F, q.J, stat.mutable_data_ptr<T>());
     PROGAN_LAUNCH(stddev_fill_kernel<scalar_t>, grid_for(N * q.F * q.HW, kThreads), kThreads, 0, stream,
@@ -206,11 +207,12 @@ at::Tensor minibatch_stddev_backward_cuda(const at::Tensor& grad_in, const at::T
   record_kernel_path("minibatch_stddev_backward");
   PROGAN_DISPATCH_FLOATING_TYPES(x.scalar_type(), "minibatch_stddev_backward_cuda", [&] {
     using T = acc_t<scalar_t>;
-    PROGAN_LAUNCH(stddev_grad_stat_kernel<scalar_t>, unsigned(q.M * q.F), kThreads, 0, stream,
+    PROGAN_LAUNCH(stddev_grad_stat_kernel<scalar_t>, unsigned(q.M * q.F), threads_for(q.G * q.HW), 0, stream,
                   g.const_data_ptr<scalar_t>(), q, gs.mutable_data_ptr<T>());
-    PROGAN_LAUNCH(stddev_grad_kernel<scalar_t>, j_mf_grid(q), kThreads, 0, stream, g.const_data_ptr<scalar_t>(),
-                  x.const_data_ptr<scalar_t>(), q, static_cast<T>(eps), gs.const_data_ptr<T>(),
-                  gx.mutable_data_ptr<scalar_t>());
+    const dim3 grid = j_mf_grid(q);
+    PROGAN_LAUNCH(stddev_grad_kernel<scalar_t>, grid, threads_for(ceil_div(q.J, grid.x)), 0, stream,
+                  g.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), q, static_cast<T>(eps),
+                  gs.const_data_ptr<T>(), gx.mutable_data_ptr<scalar_t>());
   });
   return gx;
 }

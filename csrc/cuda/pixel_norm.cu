@@ -254,14 +254,17 @@ void launch_pixel_norm(const at::Tensor& x, const at::Tensor* g, const at::Tenso
   const scalar_t* gp = g ? g->const_data_ptr<scalar_t>() : nullptr;
   const acc_t<scalar_t>* rp = r ? r->const_data_ptr<acc_t<scalar_t>>() : nullptr;
   scalar_t* op = out.mutable_data_ptr<scalar_t>();
-  const bool ptrs_aligned = aligned16(xp) && aligned16(op) && (!gp || aligned16(gp)) && (!rp || aligned16(rp));
+  // r (from-output mode) is read in 16-byte runs by the planes kernels only; the rows kernels read
+  // one r per pixel, so an unaligned r does not cost them their vector loads.
+  const bool io_aligned = aligned16(xp) && aligned16(op) && (!gp || aligned16(gp));
+  const bool r_aligned = !rp || aligned16(rp);
   const int64_t N = x.size(0), C = x.size(1), S = x.dim() == 4 ? x.size(2) * x.size(3) : 1;
   const auto e = static_cast<acc_t<scalar_t>>(eps);
   const cudaStream_t stream = current_stream();
   const bool rows = x.dim() == 2 || layout_of(x) == at::MemoryFormat::ChannelsLast;
   if (rows) {
     const int64_t pixels = N * S;
-    const bool vec = ptrs_aligned && C % V == 0;
+    const bool vec = io_aligned && C % V == 0;
     const int lanes = lanes_per_row(vec ? C / V : C);
     const unsigned blocks = grid_for(ceil_div(pixels, 32 / lanes), kThreads / 32);
     if (vec) {
@@ -274,7 +277,7 @@ void launch_pixel_norm(const at::Tensor& x, const at::Tensor* g, const at::Tenso
                     pixels, C, lanes, e);
     }
   } else {
-    const bool vec = ptrs_aligned && S % V == 0;
+    const bool vec = io_aligned && r_aligned && S % V == 0;
     const int64_t items = N * S / (vec ? V : 1);  // pixel groups
     // Split the channels when one thread per group would leave the GPU mostly idle and each
     // warp still gets at least two channels. Depends only on the shapes: reproducible.
