@@ -185,7 +185,9 @@ __global__ void pixel_norm_planes_split_kernel(const scalar_t* __restrict__ x, c
                                                scalar_t* __restrict__ out, int64_t N, int64_t C, int64_t S,
                                                acc_t<scalar_t> eps) {
   using T = acc_t<scalar_t>;
-  PROGAN_SHARED(T, part, 2 * kSplit * VEC * 32);
+  // the forward shares sum(x^2) only and the from-output backward sum(g*y) only: one sum each
+  constexpr int kSums = kMode == kBackward ? 2 : 1, kGxSum = kMode == kBackward ? 1 : 0;
+  PROGAN_SHARED(T, part, kSums * kSplit * VEC * 32);
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const auto slot = [&](int sum, int w, int k) { return ((sum * kSplit + w) * VEC + k) * 32 + lane; };
   const int64_t groups_per_image = S / VEC;  // VEC > 1 only when S % VEC == 0 and x is aligned
@@ -213,7 +215,7 @@ __global__ void pixel_norm_planes_split_kernel(const scalar_t* __restrict__ x, c
 #pragma unroll
     for (int k = 0; k < VEC; ++k) {
       if constexpr (kMode != kFromOutput) part[slot(0, warp, k)] = sxx[k];
-      if constexpr (kMode != kForward) part[slot(1, warp, k)] = sgx[k];
+      if constexpr (kMode != kForward) part[slot(kGxSum, warp, k)] = sgx[k];
     }
     __syncthreads();
     if (!valid) continue;  // no barrier before the next iteration's first one
@@ -225,7 +227,7 @@ __global__ void pixel_norm_planes_split_kernel(const scalar_t* __restrict__ x, c
       T txx = 0, tgx = 0;
       for (int w = 0; w < kSplit; ++w) {
         if constexpr (kMode != kFromOutput) txx += part[slot(0, w, k)];
-        if constexpr (kMode != kForward) tgx += part[slot(1, w, k)];
+        if constexpr (kMode != kForward) tgx += part[slot(kGxSum, w, k)];
       }
       co[k] = Coeffs<T, kMode>::make(txx, tgx, C, eps, rs[k]);
     }
