@@ -192,6 +192,11 @@ def load_variant(module: str, namespace: str, build: str) -> str | None:
     return None
 
 
+def parse_counts(text: str) -> dict[str, int]:
+    """A module's "name=count;name=count" introspection string (kernel_path_counts, emu_stats) as a dict."""
+    return {k: int(v) for k, v in (item.split("=") for item in text.split(";") if item)}
+
+
 def cuda_compiled() -> bool:
     """True when the compiled module carries CUDA kernels."""
     return available and bool(build_info.get("with_cuda"))

@@ -40,18 +40,14 @@ def ops():
     return getattr(torch.ops, NAMESPACE)
 
 
-def _parse(text: str) -> dict[str, int]:
-    return {k: int(v) for k, v in (item.split("=") for item in text.split(";") if item)}
-
-
 def kernel_paths(reset: bool = False) -> dict[str, int]:
     """How often each kernel path ran in the emulated module ({"conv.igemm": 3, ...})."""
-    return _parse(ops().kernel_path_counts(reset))
+    return _ext.parse_counts(ops().kernel_path_counts(reset))
 
 
 def stats() -> dict[str, int]:
     """Emulator counters since load: launches, blocks, threads, fiber switches."""
-    return _parse(ops().emu_stats())
+    return _ext.parse_counts(ops().emu_stats())
 
 
 _load()

@@ -148,8 +148,7 @@ def _use_kernel(op: str, args: tuple, run_kernel, run_eager) -> bool:
 
 def _split_k_count(namespace) -> int:
     """How many tensor-core convs of this module have split K so far (its path counts, not reset)."""
-    counts = getattr(torch.ops, namespace).kernel_path_counts(False)
-    return sum(int(n) for name, n in (item.split("=") for item in counts.split(";") if item) if name == "conv.split_k")
+    return _ext.parse_counts(getattr(torch.ops, namespace).kernel_path_counts(False)).get("conv.split_k", 0)
 
 
 def _unsplit(x: torch.Tensor, run):
