@@ -18,7 +18,8 @@
 #   TORCH_CUDA_ARCH_LIST  build arch list (default 9.0);  MAX_JOBS  parallel build jobs (default 16)
 #   SUITE_BUDGET_S        overall seconds (default 570)
 #   SUITE_SKIP            comma list of stages to skip (build,tests,memcheck,racecheck,ops_bf16,
-#                         ops_compile,train,ops_fp32_fp16)
+#                         train,ops_compile,ops_fp32_fp16,ops_autotune)
+#   SUITE_TEST_WORKERS    pytest-xdist processes for the tests stage when xdist is installed (default 8)
 #   SUITE_QUICK=1         CPU rehearsal: no build, no tests, benchmarks with --quick (used by the CPU tests)
 #   SUITE_GIT_COMMIT, SUITE_GIT_DIRTY   the commit and dirty flag when the tree has no .git (a copy)
 #   SANITIZER_CMD         the python command line run under compute-sanitizer
@@ -138,8 +139,9 @@ if [ "$QUICK" = 1 ]; then
 elif [ ! -f setup.py ]; then
     skip_stage build "no setup.py in this checkout"; FAILED=1
 else
+    # FORCE_CUDA: a toolkit that is not found fails the stage instead of building the CPU-only extension
     run_stage build 240 165 env TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" MAX_JOBS="${MAX_JOBS:-16}" \
-        "$PY" setup.py build_ext --inplace
+        PROGAN_EXT_FORCE_CUDA=1 "$PY" setup.py build_ext --inplace
 fi
 "$PY" -c "import json, warnings; warnings.simplefilter('ignore'); import progan_ext; print(json.dumps(progan_ext.ops.backend_info(), indent=1))" \
     > "$OUTDIR/backend_info.json" 2> "$OUTDIR/backend_info.log" || echo "== progan_ext does not import (see backend_info.log)"
@@ -150,7 +152,13 @@ if [ "$QUICK" = 1 ]; then
 elif [ ! -d tests ]; then
     skip_stage tests "no tests/ folder"
 else
-    run_stage tests 100 135 "$PY" -m pytest tests -k cuda -q -p no:cacheprovider
+    # REQUIRE_EXT: an extension that does not load fails the tests instead of falling back to the
+    # reference ops (which would pass them). pytest-xdist, where installed, spreads the cases over
+    # processes (each with its own CUDA context); --junitxml keeps every case's outcome and time.
+    XDIST=()
+    "$PY" -c "import xdist" > /dev/null 2>&1 && XDIST=(-n "${SUITE_TEST_WORKERS:-8}")
+    run_stage tests 150 135 env PROGAN_EXT_REQUIRE_EXT=1 "$PY" -m pytest tests -k cuda -q -rfE -p no:cacheprovider \
+        "${XDIST[@]}" --durations 15 --junitxml "$OUTDIR/tests_junit.xml"
 fi
 
 read -r -a SAN_CMD <<< "${SANITIZER_CMD:-$PY benchmarks/sanitizer_smoke.py}"
@@ -159,9 +167,9 @@ if ! command -v compute-sanitizer > /dev/null 2>&1; then
 elif [ "$HAVE_CUDA" != 1 ]; then
     skip_stage memcheck "no CUDA device"; skip_stage racecheck "no CUDA device"
 else
-    run_stage memcheck 75 115 env PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool memcheck \
+    run_stage memcheck 75 115 env PYTORCH_NO_CUDA_MEMORY_CACHING=1 PROGAN_EXT_REQUIRE_EXT=1 compute-sanitizer --tool memcheck \
         --error-exitcode 99 --print-limit 30 "${SAN_CMD[@]}"
-    run_stage racecheck 75 95 env PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool racecheck \
+    run_stage racecheck 75 95 env PYTORCH_NO_CUDA_MEMORY_CACHING=1 PROGAN_EXT_REQUIRE_EXT=1 compute-sanitizer --tool racecheck \
         --error-exitcode 99 --print-limit 30 "${SAN_CMD[@]}"
 fi
 
@@ -175,21 +183,22 @@ TIMING=(--warmup-ms 10 --rep-ms 40 --min-reps 10)
 run_stage ops_bf16 110 55 "$PY" benchmarks/bench_ops.py "${QFLAG[@]}" --ops "$OPS_ORDER" --dtypes bf16 \
     --layouts nchw,channels_last --contenders ext,eager "${TIMING[@]}" --out "$OUTDIR/bench_ops_bf16.json" \
     --time-budget-s @BUDGET@
-# 2. the fused resampling convs at the big maps against torch.compile too (issue 6's compile targets).
-if [ "$QUICK" = 1 ]; then
-    skip_stage ops_compile "SUITE_QUICK (compiling on a CPU takes minutes)"
-else
-    run_stage ops_compile 100 55 "$PY" benchmarks/bench_ops.py --ops upsample_conv2d,conv2d_downsample \
-        --res 256-1024 --dtypes bf16 --layouts nchw --contenders all "${TIMING[@]}" --out "$OUTDIR/bench_ops_compile.json" \
-        --time-budget-s @BUDGET@
-fi
-# 3. training step at 256 and 1024 (compiled variants only if time is left).
+# 2. training step at 256 and 1024 (compiled variants only if time is left): the product's headline, so
+#    before the compile comparisons of the ops, which spend most of their time compiling.
 if [ "$QUICK" = 1 ]; then
     run_stage train 60 15 "$PY" benchmarks/bench_train.py --quick --out "$OUTDIR/bench_train.json" \
         --time-budget-s @BUDGET@
 else
     run_stage train 150 15 "$PY" benchmarks/bench_train.py --res 256,1024 --precisions bf16,fp32 \
         --out "$OUTDIR/bench_train.json" --time-budget-s @BUDGET@
+fi
+# 3. the fused resampling convs at the big maps against torch.compile too (issue 6's compile targets).
+if [ "$QUICK" = 1 ]; then
+    skip_stage ops_compile "SUITE_QUICK (compiling on a CPU takes minutes)"
+else
+    run_stage ops_compile 100 15 "$PY" benchmarks/bench_ops.py --ops upsample_conv2d,conv2d_downsample \
+        --res 256-1024 --dtypes bf16 --layouts nchw --contenders all "${TIMING[@]}" --out "$OUTDIR/bench_ops_compile.json" \
+        --time-budget-s @BUDGET@
 fi
 # 4. fp32 and fp16, NCHW, ext vs eager, with whatever time is left.
 run_stage ops_fp32_fp16 100 15 "$PY" benchmarks/bench_ops.py "${QFLAG[@]}" --ops "$OPS_ORDER" --dtypes fp32,fp16 \

@@ -62,13 +62,13 @@ struct MinibatchStddevBackward : public torch::autograd::Function<MinibatchStdde
     const at::Tensor uf = acc(u).reshape(d.sizes());
     at::Tensor grad_g, grad_x;
     if (ctx->needs_input_grad(0)) {
-      const at::Tensor k = (uf * d / s).sum({0, 3}) / jg;  // [M, F]
+      const at::Tensor k = (uf * d / s).sum(at::IntArrayRef{0, 3}) / jg;  // [M, F]
       const at::Tensor stat = k.reshape({1, m, features, 1, 1}).expand({g, m, features, h, w}).reshape({n, features, h, w});
       grad_g = at::cat({u, stat.to(u.scalar_type())}, 1);
     }
     if (ctx->needs_input_grad(1)) {
       const at::Tensor gs =
-          acc(grad.slice(1, c)).reshape({g, m, features, h * w}).sum({0, 3}).reshape({1, m, features, 1}) / jg;
+          acc(grad.slice(1, c)).reshape({g, m, features, h * w}).sum(at::IntArrayRef{0, 3}).reshape({1, m, features, 1}) / jg;
       const at::Tensor a = (uf * d).sum(0, true);
       const at::Tensor gx = gs * ((uf - uf.mean(0, true)) / s - a * d / (s * static_cast<double>(g) * s * s));
       grad_x = gx.reshape({n, c, h, w}).to(x.scalar_type());
