@@ -125,7 +125,8 @@ class Generator(_Network):
         img = self.torgb[str(resolution)](x)
         if alpha < 1.0 and k_out > 2:
             low = self.torgb[str(resolution // 2)](prev)
-            img = torch.lerp(F.interpolate(low, scale_factor=2, mode="nearest"), img, float(alpha))
+            # CUDA's autocast runs nearest upsampling in float32: back to the image's dtype for lerp
+            img = torch.lerp(F.interpolate(low, scale_factor=2, mode="nearest").to(img.dtype), img, float(alpha))
         return img
 
 
@@ -180,8 +181,9 @@ class Discriminator(_Network):
         if k_in > 2:
             x = self.blocks[str(resolution)](x)
             if alpha < 1.0:
-                low = self.fromrgb[str(resolution // 2)](F.avg_pool2d(img, 2))
-                x = torch.lerp(low, x, float(alpha))
+                # dtypes kept as in the generator (an autocast policy may resample in float32)
+                low = self.fromrgb[str(resolution // 2)](F.avg_pool2d(img, 2).to(img.dtype))
+                x = torch.lerp(low.to(x.dtype), x, float(alpha))
             for k in range(k_in - 1, 2, -1):
                 x = self.blocks[str(2**k)](x)
         x = self.conv4(self.mbstd(x))

@@ -53,6 +53,17 @@ def _route_emulated_cuda(request):
     finally:
         ops.use_kernels("cpu", before)
 
+
+
+@pytest.fixture(autouse=True)
+def _kernels_not_autotuned(monkeypatch):
+    """On a GPU the public ops autotune by default (progan_ext.autotune): the first call of a
+    signature times the kernel against the eager composite and runs the faster. A test of the
+    kernels must run the kernels whatever the timing, so autotuning is off here; the tests of the
+    dispatcher (test_autotune.py) turn it back on with an injected timer."""
+    monkeypatch.setenv("PROGAN_EXT_AUTOTUNE", "0")
+
+
 FLOAT_DTYPES = [
     pytest.param(torch.float64, id="f64"),
     pytest.param(torch.float32, id="f32"),

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from progan_ext.loss import d_loss_wgangp, g_loss_wgan
+from progan_ext import networks
 from progan_ext.networks import Discriminator, Generator, num_params
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
@@ -51,6 +52,27 @@ def test_fade_in_endpoints():
     # a fade-in value in between differs from both ends.
     mid = G(z, resolution=16, alpha=0.5)
     assert not torch.allclose(mid, G(z, resolution=16, alpha=1.0))
+
+
+@pytest.mark.parametrize("impl", ["ext", "reference"])
+def test_fade_in_keeps_one_dtype_where_autocast_resamples_in_float32(impl, monkeypatch):
+    """CUDA's autocast runs nearest upsampling in float32 (seen on an H200: the bfloat16 generator's
+    fade-in lerp failed, 'expected dtype float for `end` but got dtype c10::BFloat16'); the CPU's
+    does not. Simulated here: the resampling ops return float32 while the networks run in bfloat16;
+    both fade-ins must still lerp one dtype and return the networks' dtype."""
+    class Float32Resampling:  # torch.nn.functional as progan_ext.networks sees it
+        interpolate = staticmethod(lambda *a, **k: F.interpolate(*a, **k).float())
+        avg_pool2d = staticmethod(lambda *a, **k: F.avg_pool2d(*a, **k).float())
+
+        def __getattr__(self, name):
+            return getattr(F, name)
+
+    monkeypatch.setattr(networks, "F", Float32Resampling())
+    G, D = small(impl)
+    G, D = G.to(torch.bfloat16), D.to(torch.bfloat16)
+    img = G(torch.randn(4, 16, dtype=torch.bfloat16), resolution=16, alpha=0.5)
+    assert img.dtype == torch.bfloat16 and img.shape == (4, 3, 16, 16)
+    assert D(img, resolution=16, alpha=0.5).dtype == torch.bfloat16
 
 
 def test_ext_and_reference_same_outputs_from_same_state_dict():
