@@ -17,7 +17,7 @@
 #   PYTHON                python to use (default python3)
 #   TORCH_CUDA_ARCH_LIST  build arch list (default 9.0);  MAX_JOBS  parallel build jobs (default 16)
 #   SUITE_BUDGET_S        overall seconds (default 570)
-#   SUITE_SKIP            comma list of stages to skip (build,tests,memcheck,racecheck,ops_bf16,
+#   SUITE_SKIP            comma list of stages to skip (build,tests,crash_bt,memcheck,racecheck,ops_bf16,
 #                         train,ops_compile,ops_fp32_fp16,ops_autotune)
 #   SUITE_TEST_WORKERS    pytest-xdist processes for the tests stage when xdist is installed (default 8)
 #   SUITE_QUICK=1         CPU rehearsal: no build, no tests, benchmarks with --quick (used by the CPU tests)
@@ -159,6 +159,22 @@ else
     "$PY" -c "import xdist" > /dev/null 2>&1 && XDIST=(-n "${SUITE_TEST_WORKERS:-8}")
     run_stage tests 150 135 env PROGAN_EXT_REQUIRE_EXT=1 "$PY" -m pytest tests -k cuda -q -rfE -p no:cacheprovider \
         "${XDIST[@]}" --durations 15 --junitxml "$OUTDIR/tests_junit.xml"
+fi
+
+# A test that killed its pytest-xdist worker (a segfault, an abort) leaves only Python's traceback:
+# the first two such tests run again alone under cuda-gdb (or gdb) for the native backtrace.
+CRASHED=()
+if [ -f "$OUTDIR/tests.log" ]; then
+    mapfile -t CRASHED < <(grep -o "crashed while running '[^']*'" "$OUTDIR/tests.log" | cut -d"'" -f2 | head -n 2)
+fi
+DEBUGGER=$(command -v cuda-gdb || command -v gdb || true)
+if (( ${#CRASHED[@]} == 0 )); then
+    skip_stage crash_bt "no test crashed its worker"
+elif [ -z "$DEBUGGER" ]; then
+    skip_stage crash_bt "no cuda-gdb or gdb for the crashed tests (${CRASHED[*]})"
+else
+    run_stage crash_bt 90 115 env PROGAN_EXT_REQUIRE_EXT=1 "$DEBUGGER" -q -batch -ex run -ex bt \
+        --args "$PY" -X faulthandler -m pytest -q -p no:cacheprovider "${CRASHED[@]}"
 fi
 
 read -r -a SAN_CMD <<< "${SANITIZER_CMD:-$PY benchmarks/sanitizer_smoke.py}"

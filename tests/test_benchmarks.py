@@ -207,7 +207,7 @@ def test_suite_rehearsal_on_cpu(tmp_path):
     assert r.returncode in (0, 1), r.stdout[-3000:] + r.stderr[-3000:]
     stages = [ln.split("\t") for ln in (outdir / "stages.tsv").read_text().splitlines() if not ln.startswith("#")]
     names = [s[0] for s in stages]
-    assert names == ["build", "tests", "memcheck", "racecheck", "ops_bf16", "train", "ops_compile", "ops_fp32_fp16",
+    assert names == ["build", "tests", "crash_bt", "memcheck", "racecheck", "ops_bf16", "train", "ops_compile", "ops_fp32_fp16",
                      "ops_autotune"]
     assert dict((s[0], s[1]) for s in stages)["ops_bf16"] == "pass"
     prov = json.loads((outdir / "provenance.json").read_text())
