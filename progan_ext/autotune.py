@@ -10,7 +10,10 @@ calls with that signature run the cached choice without timing anything, so the 
 deterministic for the life of the process. The timing runs under ``torch.no_grad()``
 on the call's own inputs (forward only), ``warmup`` + ``reps`` runs each, median of the reps, with
 CUDA events. Under ``torch.compile`` nothing is timed: the compiled kernel runs (a choice cannot be
-made inside a traced graph).
+made inside a traced graph). Nor under ``torch.use_deterministic_algorithms(True)``: the kernels'
+backward is deterministic, the composite's is not on CUDA (``upsample_nearest2d``'s backward
+accumulates with atomics and raises in that mode; seen on an H200 as gradients that differ between
+two backward passes), so the kernels run.
 
 ``PROGAN_EXT_AUTOTUNE=0`` turns it off (the compiled kernel always runs); ``choices()`` and
 ``progan_ext.ops.backend_info()["autotune"]`` list what was chosen, and the logger
@@ -98,7 +101,8 @@ def choose(op: str, args: tuple, candidates: Candidates | Callable[[], Candidate
     is a no-argument callable computing the op on them. ``candidates`` may also be a no-argument
     callable returning that dict: it is called only when the signature is timed (to find out, for
     example, whether a variant differs from the kernel at all)."""
-    if torch.compiler.is_compiling() or args[0].device.type not in device_types or not enabled():
+    if (torch.compiler.is_compiling() or args[0].device.type not in device_types or not enabled()
+            or torch.are_deterministic_algorithms_enabled()):
         return "kernel"
     key = (op,) + tuple(_signature(a) for a in args)
     choice = _cache.get(key)

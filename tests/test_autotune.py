@@ -95,6 +95,30 @@ def test_the_kernel_wins_when_faster_or_tied_cuda(device, tuned):
 
 
 @pytest.mark.parametrize("device", CUDA)
+def test_deterministic_algorithms_keep_the_kernels_cuda(device, tuned):
+    """Under torch.use_deterministic_algorithms(True) nothing is timed and the kernels run (their
+    backward is deterministic; the eager composite's is not on CUDA), even for a signature whose
+    cached choice was the composite."""
+    autotune.set_timer(FakeTimer(kernel=2e-3, eager=1e-3))
+    x, wt, b = conv_inputs(device)
+    ops.upsample_conv2d(x, wt, b)
+    assert [c["choice"] for c in autotune.choices()] == ["eager"]
+    timer = FakeTimer(kernel=2e-3, eager=1e-3)
+    autotune.set_timer(timer)
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        for call in (lambda: ops.upsample_conv2d(x, wt, b),  # the signature cached as "eager"
+                     lambda: ops.eq_conv2d(x, wt, b)):  # a new one
+            paths(device)
+            call()
+            assert any(p.startswith("conv.") for p in paths(device))
+    finally:
+        torch.use_deterministic_algorithms(before)
+    assert timer.calls == [] and len(autotune.choices()) == 1
+
+
+@pytest.mark.parametrize("device", CUDA)
 def test_autotune_off_times_nothing_cuda(device, tuned, monkeypatch):
     timer = FakeTimer(kernel=2e-3, eager=1e-3)
     autotune.set_timer(timer)
