@@ -22,8 +22,9 @@
 #   SUITE_TEST_WORKERS    pytest-xdist processes for the tests stage when xdist is installed (default 8)
 #   SUITE_QUICK=1         CPU rehearsal: no build, no tests, benchmarks with --quick (used by the CPU tests)
 #   SUITE_GIT_COMMIT, SUITE_GIT_DIRTY   the commit and dirty flag when the tree has no .git (a copy)
-#   SANITIZER_CMD         the python command line run under compute-sanitizer
+#   SANITIZER_CMD         the python command line run under compute-sanitizer memcheck
 #                         (default: "$PYTHON benchmarks/sanitizer_smoke.py")
+#   RACECHECK_CMD         the one run under racecheck (default: the same with --dtypes fp32,bf16)
 
 set -u -o pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
@@ -178,6 +179,9 @@ else
 fi
 
 read -r -a SAN_CMD <<< "${SANITIZER_CMD:-$PY benchmarks/sanitizer_smoke.py}"
+# racecheck is several times slower than memcheck (the first H200 run: memcheck 20 s, racecheck past
+# its 75 s): fp32 and bf16 only, whose kernels are fp16's too (the same 16-bit instantiations)
+read -r -a RACE_CMD <<< "${RACECHECK_CMD:-$PY benchmarks/sanitizer_smoke.py --dtypes fp32,bf16}"
 if ! command -v compute-sanitizer > /dev/null 2>&1; then
     skip_stage memcheck "compute-sanitizer not found"; skip_stage racecheck "compute-sanitizer not found"
 elif [ "$HAVE_CUDA" != 1 ]; then
@@ -185,8 +189,8 @@ elif [ "$HAVE_CUDA" != 1 ]; then
 else
     run_stage memcheck 75 115 env PYTORCH_NO_CUDA_MEMORY_CACHING=1 PROGAN_EXT_REQUIRE_EXT=1 compute-sanitizer --tool memcheck \
         --error-exitcode 99 --print-limit 30 "${SAN_CMD[@]}"
-    run_stage racecheck 75 95 env PYTORCH_NO_CUDA_MEMORY_CACHING=1 PROGAN_EXT_REQUIRE_EXT=1 compute-sanitizer --tool racecheck \
-        --error-exitcode 99 --print-limit 30 "${SAN_CMD[@]}"
+    run_stage racecheck 100 95 env PYTORCH_NO_CUDA_MEMORY_CACHING=1 PROGAN_EXT_REQUIRE_EXT=1 compute-sanitizer --tool racecheck \
+        --error-exitcode 99 --print-limit 30 "${RACE_CMD[@]}"
 fi
 
 # ---- benchmarks, most important first ------------------------------------------------------------
