@@ -156,9 +156,12 @@ else
     # REQUIRE_EXT: an extension that does not load fails the tests instead of falling back to the
     # reference ops (which would pass them). pytest-xdist, where installed, spreads the cases over
     # processes (each with its own CUDA context); --junitxml keeps every case's outcome and time.
+    # Besides the CUDA cases, the C++ CPU kernels' argument errors: on the first GPU machine two CUDA
+    # ops' ValueErrors segfaulted, and whether the CPU kernels' do too there tells where to look.
     XDIST=()
     "$PY" -c "import xdist" > /dev/null 2>&1 && XDIST=(-n "${SUITE_TEST_WORKERS:-8}")
-    run_stage tests 150 135 env PROGAN_EXT_REQUIRE_EXT=1 "$PY" -m pytest tests -k cuda -q -rfE -p no:cacheprovider \
+    TESTS_K="cuda or direct_op_call_validates or bad_inputs_compiled or bad_building_block_args"
+    run_stage tests 150 135 env PROGAN_EXT_REQUIRE_EXT=1 "$PY" -m pytest tests -k "$TESTS_K" -q -rfE -p no:cacheprovider \
         "${XDIST[@]}" --durations 15 --junitxml "$OUTDIR/tests_junit.xml"
 fi
 
