@@ -288,6 +288,27 @@ def test_minibatch_stddev_more_groups_than_a_grid_dimension(cuda):
     torch.testing.assert_close(gx.cpu(), want)
 
 
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_minibatch_stddev_backward_splits_a_long_group_sum(cuda, dtype, layout):
+    # One group (N = G = 4, F = 1) on a 48x40 map: the sum of the stddev channel's gradient over the
+    # group is split over blocks along the pixels (on the H200, one block summed the 4 x 1024^2
+    # values of the 1024^2 layer: 0.17x eager), then added in a fixed order.
+    x = rand((4, 3, 48, 40), dtype, cuda.device, layout)
+    g = rand((4, 4, 48, 40), dtype, cuda.device, layout, seed=1)
+    g[:, 3] *= 100  # the stddev channel's share of gx about 0.4 of the pass-through, visible in bf16
+    gx = cuda.ops.minibatch_stddev_backward(g, x, 4, 1, 1e-8)
+    assert cuda.paths() == {"minibatch_stddev_backward.split": 1}
+    xr = x.cpu().double().requires_grad_()
+    (want,) = torch.autograd.grad(ref.minibatch_stddev(xr, 4, 1, 1e-8), xr, g.cpu().double())
+    assert_close_scaled(gx, want, TOL[dtype])
+    assert torch.equal(gx, cuda.ops.minibatch_stddev_backward(g, x, 4, 1, 1e-8))  # deterministic
+    cuda.paths(reset=True)
+    # a small map keeps one block per group
+    cuda.ops.minibatch_stddev_backward(g[..., :4, :4], x[..., :4, :4], 4, 1, 1e-8)
+    assert cuda.paths() == {"minibatch_stddev_backward": 1}
+
+
 def test_kernel_size_out_of_range_is_rejected(cuda):
     x, g = rand((1, 2, 4, 4), torch.float32, cuda.device), rand((1, 3, 4, 4), torch.float32, cuda.device)
     for k in (2**32 + 3, 4097):

@@ -4,9 +4,11 @@
 //             out = [x, S[n % M, f] broadcast over the map]
 //   backward: gS[m, f] = sum over g and pixels of grad[g*M+m, C+f]
 //             gx = grad[:, :C] + gS/(J*G) * (x - mean_g x) / s_j
-// Deterministic: the j-sums are block reductions into a per-block partial buffer that one
-// block per (m, f) sums in a fixed order; no atomics. Reduction blocks are sized to their work
-// (threads_for: one warp when a group's J or G*HW is small).
+// Deterministic: both sums (over j forward, over the group's gradient pixels backward) are
+// block reductions into a per-block partial buffer whose entries one thread per (m, f) adds in a
+// fixed order; no atomics. Both are split over up to 1024 blocks along j / the pixels, so a few
+// groups with large maps (N = 4 at 1024^2: one (m, f)) still fill the GPU. Reduction blocks are
+// sized to their work (threads_for: one warp when a group's J or HW is small).
 //
 // Index j enumerates the (k, p) of one (m, f) in memory order: in NCHW the J values of a
 // sample are contiguous (j = k*HW + p); in channels_last j = p*Cf + k. The (m, f) pairs are
@@ -91,15 +93,15 @@ __global__ void stddev_partial_kernel(const scalar_t* __restrict__ x, Grouping q
   }
 }
 
-// One thread per (m, f): stat[mf] = (sum of its partials, in order) / J. There are at most
-// 1024 / (M*F) partials per (m, f) (j_mf_grid), so a thread's loop is short when M*F is large.
+// One thread per (m, f): stat[mf] = (sum of its partials, in order) / denom. There are at most
+// 1024 / (M*F) partials per (m, f) (split_grid), so a thread's loop is short when M*F is large.
 template <typename T>
-__global__ void stddev_finish_kernel(const T* __restrict__ partial, int64_t parts, int64_t mfs, int64_t J,
+__global__ void stddev_finish_kernel(const T* __restrict__ partial, int64_t parts, int64_t mfs, T denom,
                                      T* __restrict__ stat) {
   for (int64_t mf = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; mf < mfs; mf += int64_t(gridDim.x) * blockDim.x) {
     T total = 0;
     for (int64_t i = 0; i < parts; ++i) total += partial[mf * parts + i];
-    stat[mf] = total / T(J);  // J = 0 (no channels): NaN, as on the CPU
+    stat[mf] = total / denom;  // forward: denom = J, and J = 0 (no channels) gives NaN, as on the CPU
   }
 }
 
@@ -114,23 +116,27 @@ __global__ void stddev_fill_kernel(scalar_t* __restrict__ out, Grouping q, int64
   }
 }
 
-// One block per (m, f): gS[mf] = sum of grad over channel C+f of the group's G samples.
+// grid (p_blocks, <= 65535): partial[mf * p_blocks + blockIdx.x] = this block's share of the sum
+// of grad over channel C+f of the group's G samples (its pixels p = blockIdx.x*blockDim.x +
+// threadIdx.x + k*gridDim.x*blockDim.x of every member); uniform per block, so block_sum is safe.
 template <typename scalar_t>
 __global__ void stddev_grad_stat_kernel(const scalar_t* __restrict__ grad, Grouping q,
-                                        acc_t<scalar_t>* __restrict__ gs) {
+                                        acc_t<scalar_t>* __restrict__ partial) {
   using T = acc_t<scalar_t>;
   PROGAN_SHARED(T, scratch, 32);
-  const int64_t mf = blockIdx.x, m = mf / q.F, f = mf % q.F;
-  T local = 0;
-  for (int64_t i = threadIdx.x; i < q.G * q.HW; i += blockDim.x) {
-    const int64_t g = i / q.HW, p = i % q.HW;
-    local += static_cast<T>(grad[q.offset(g * q.M + m, q.C + f, p, q.C + q.F)]);
+  for (int64_t mf = blockIdx.y; mf < q.M * q.F; mf += gridDim.y) {
+    const int64_t m = mf / q.F, f = mf % q.F;
+    T local = 0;
+    for (int64_t g = 0; g < q.G; ++g)
+      for (int64_t p = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; p < q.HW; p += int64_t(gridDim.x) * blockDim.x)
+        local += static_cast<T>(grad[q.offset(g * q.M + m, q.C + f, p, q.C + q.F)]);
+    const T total = block_sum(local, scratch);
+    if (threadIdx.x == 0) partial[mf * gridDim.x + blockIdx.x] = total;
   }
-  const T total = block_sum(local, scratch);
-  if (threadIdx.x == 0) gs[mf] = total;
 }
 
-// grid (j_blocks, <= 65535) over (j, mf): each thread one j, writing the G group members' gradients.
+// grid (j_blocks, <= 65535) over (j, mf): each thread one j, writing the G group members'
+// gradients; gs[mf] = gS[m, f] / (J*G) (the finish kernel divides).
 template <typename scalar_t>
 __global__ void stddev_grad_kernel(const scalar_t* __restrict__ grad, const scalar_t* __restrict__ x, Grouping q,
                                    acc_t<scalar_t> eps, const acc_t<scalar_t>* __restrict__ gs,
@@ -138,7 +144,7 @@ __global__ void stddev_grad_kernel(const scalar_t* __restrict__ grad, const scal
   using T = acc_t<scalar_t>;
   for (int64_t mf = blockIdx.y; mf < q.M * q.F; mf += gridDim.y) {
     const int64_t m = mf / q.F, f = mf % q.F;
-    const T scale = gs[mf] / (T(q.J) * T(q.G));
+    const T scale = gs[mf];
     for (int64_t j = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; j < q.J; j += int64_t(gridDim.x) * blockDim.x) {
       int64_t c, p;
       q.split_j(j, f, c, p);
@@ -154,13 +160,14 @@ __global__ void stddev_grad_kernel(const scalar_t* __restrict__ grad, const scal
   }
 }
 
-// The (j_blocks, mf_blocks) grids: blocks along j to fill the GPU when M*F is small (at least one,
-// also when J = 0), and along mf at most CUDA's 65535.
-dim3 j_mf_grid(const Grouping& q) {
+// The (blocks along the reduction, mf_blocks) grids of a sum of `work` items per (m, f): blocks
+// along the reduction to fill the GPU when M*F is small (at least one, also when work = 0), and
+// along mf at most CUDA's 65535.
+dim3 split_grid(const Grouping& q, int64_t work) {
   const int64_t mf = q.M * q.F;
   const int64_t want = std::max<int64_t>(1, 1024 / std::max<int64_t>(1, mf));
-  const int64_t jb = std::max<int64_t>(1, std::min<int64_t>(want, ceil_div(q.J, kThreads)));
-  return dim3(unsigned(jb), unsigned(std::min<int64_t>(mf, 65535)));
+  const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(want, ceil_div(work, kThreads)));
+  return dim3(unsigned(blocks), unsigned(std::min<int64_t>(mf, 65535)));
 }
 
 at::Tensor minibatch_stddev_cuda(const at::Tensor& x_in, int64_t group_size, int64_t num_features, double eps) {
@@ -174,7 +181,7 @@ at::Tensor minibatch_stddev_cuda(const at::Tensor& x_in, int64_t group_size, int
   if (H * W == 0) return out;
   const Grouping q = make_grouping(x, group_size, num_features);
   const auto acc_dtype = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  const dim3 grid = j_mf_grid(q);
+  const dim3 grid = split_grid(q, q.J);
   at::Tensor partial = at::empty({q.M * q.F, int64_t(grid.x)}, x.options().dtype(acc_dtype));
   at::Tensor stat = at::empty({q.M * q.F}, x.options().dtype(acc_dtype));
   const cudaStream_t stream = current_stream();
@@ -185,7 +192,7 @@ at::Tensor minibatch_stddev_cuda(const at::Tensor& x_in, int64_t group_size, int
     PROGAN_LAUNCH(stddev_partial_kernel<scalar_t>, grid, threads_for(ceil_div(q.J, grid.x)), 0, stream,
                   x.const_data_ptr<scalar_t>(), q, e, partial.mutable_data_ptr<T>());
     PROGAN_LAUNCH(stddev_finish_kernel<T>, grid_for(q.M * q.F, kThreads), kThreads, 0, stream,
-                  partial.const_data_ptr<T>(), int64_t(grid.x), q.M * q.F, q.J, stat.mutable_data_ptr<T>());
+                  partial.const_data_ptr<T>(), int64_t(grid.x), q.M * q.F, T(q.J), stat.mutable_data_ptr<T>());
     PROGAN_LAUNCH(stddev_fill_kernel<scalar_t>, grid_for(N * q.F * q.HW, kThreads), kThreads, 0, stream,
                   out.mutable_data_ptr<scalar_t>(), q, N, stat.const_data_ptr<T>());
   });
@@ -202,14 +209,18 @@ at::Tensor minibatch_stddev_backward_cuda(const at::Tensor& grad_in, const at::T
   if (x.numel() == 0) return gx;
   const Grouping q = make_grouping(x, group_size, num_features);
   const auto acc_dtype = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const dim3 stat_grid = split_grid(q, q.HW), grid = split_grid(q, q.J);
+  at::Tensor partial = at::empty({q.M * q.F, int64_t(stat_grid.x)}, x.options().dtype(acc_dtype));
   at::Tensor gs = at::empty({q.M * q.F}, x.options().dtype(acc_dtype));
   const cudaStream_t stream = current_stream();
-  record_kernel_path("minibatch_stddev_backward");
+  record_kernel_path(stat_grid.x > 1 ? "minibatch_stddev_backward.split" : "minibatch_stddev_backward");
   PROGAN_DISPATCH_FLOATING_TYPES(x.scalar_type(), "minibatch_stddev_backward_cuda", [&] {
     using T = acc_t<scalar_t>;
-    PROGAN_LAUNCH(stddev_grad_stat_kernel<scalar_t>, unsigned(q.M * q.F), threads_for(q.G * q.HW), 0, stream,
-                  g.const_data_ptr<scalar_t>(), q, gs.mutable_data_ptr<T>());
-    const dim3 grid = j_mf_grid(q);
+    PROGAN_LAUNCH(stddev_grad_stat_kernel<scalar_t>, stat_grid, threads_for(ceil_div(q.HW, stat_grid.x)), 0,
+                  stream, g.const_data_ptr<scalar_t>(), q, partial.mutable_data_ptr<T>());
+    PROGAN_LAUNCH(stddev_finish_kernel<T>, grid_for(q.M * q.F, kThreads), kThreads, 0, stream,
+                  partial.const_data_ptr<T>(), int64_t(stat_grid.x), q.M * q.F, T(q.J) * T(q.G),
+                  gs.mutable_data_ptr<T>());
     PROGAN_LAUNCH(stddev_grad_kernel<scalar_t>, grid, threads_for(ceil_div(q.J, grid.x)), 0, stream,
                   g.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), q, static_cast<T>(eps),
                   gs.const_data_ptr<T>(), gx.mutable_data_ptr<scalar_t>());
