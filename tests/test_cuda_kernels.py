@@ -127,6 +127,67 @@ def test_conv_paths_and_values(cuda, monkeypatch, case):
     assert out.is_contiguous(memory_format=suggest_memory_format(x))  # the input's layout
 
 
+# 1x1 convs on NCHW with <= 4 channels on one side (toRGB, fromRGB, their input gradients) read
+# the planes in place (conv_pointwise.cuh); the rest of the 1x1 convs stay on the tensor cores.
+# dtype, layout, N, H, W, Cin, Cout, act, bias, pixel_norm, weight transposed, expected paths
+POINTWISE_CASES = [
+    (torch.bfloat16, "nchw", 2, 17, 9, 16, 3, "linear", True, False, False, {"conv.pointwise"}),  # toRGB
+    (torch.float16, "nchw", 3, 5, 7, 3, 16, "lrelu", True, False, False, {"conv.pointwise"}),  # fromRGB
+    ("tf32", "noncontig", 1, 4, 6, 300, 3, "lrelu", False, True, False, {"conv.pointwise"}),  # 2 Cin chunks
+    (torch.float64, "nchw", 2, 3, 5, 3, 300, "lrelu", True, True, False, {"conv.pointwise"}),  # 2 Cout chunks
+    (torch.float32, "misaligned", 1, 16, 17, 4, 4, "lrelu", True, True, True, {"conv.pointwise"}),
+    (torch.float64, "nchw", 2, 3, 3, 40, 1, "lrelu", True, True, True, {"conv.pointwise"}),  # pn of one channel
+    (torch.float16, "nchw", 1, 3, 5, 8, 8, "lrelu", True, False, False, {"conv.igemm"}),
+    (torch.bfloat16, "channels_last", 2, 5, 7, 16, 3, "linear", True, False, False, {"conv.igemm"}),
+]
+
+
+@pytest.mark.parametrize("case", POINTWISE_CASES,
+                         ids=lambda c: "-".join(map(str, [str(c[0]).split(".")[-1], *c[1:10]])))
+def test_pointwise_conv_paths_and_values(cuda, monkeypatch, case):
+    dtype, layout, n, h, w, cin, cout, act, has_bias, pn, transposed, paths = case
+    tol = TOL[dtype]
+    if dtype == "tf32":
+        dtype = torch.float32
+    else:
+        monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    x = rand((n, cin, h, w), dtype, cuda.device, layout)
+    wt = rand((cout, cin, 1, 1), dtype, cuda.device, seed=1)
+    if transposed:  # a strided weight, as the input gradient's transposed weight
+        wt = rand((cin, cout, 1, 1), dtype, cuda.device, seed=1).transpose(0, 1)
+    b = rand((cout,), dtype, cuda.device, seed=2) if has_bias else None
+    out = cuda.ops.eq_conv2d(x, wt, b, math.sqrt(2), act, 0.2, pn)
+    assert cuda.paths() == {p: 1 for p in paths}
+    bd = b.double().cpu() if has_bias else None
+    want = ref.eq_conv2d(x.double().cpu(), wt.double().cpu(), bd, gain=math.sqrt(2), act=act, alpha=0.2,
+                         pixel_norm=pn)
+    assert out.dtype == dtype and out.shape == want.shape
+    assert_close_scaled(out, want, tol)
+    assert out.is_contiguous(memory_format=suggest_memory_format(x))
+    if pn:  # the saved per-pixel scale r of the pixel-normed form
+        y2, r = cuda.ops.eq_conv2d_pn(x, wt, b, math.sqrt(2), act, 0.2)
+        assert cuda.paths() == {p: 1 for p in paths}
+        assert torch.equal(y2, out)
+        v = ref.eq_conv2d(x.double().cpu(), wt.double().cpu(), bd, gain=math.sqrt(2), act=act, alpha=0.2)
+        want_r = v.square().mean(1, keepdim=True).add(1e-8).rsqrt()
+        torch.testing.assert_close(r.double().cpu(), want_r, rtol=max(tol, 1e-6), atol=0)
+    # The linear building blocks of the backward: input gradient (the transposed weight) and weight
+    # gradient, on the same paths.
+    g = rand(out.shape, dtype, cuda.device, layout, seed=3)
+    gx = cuda.ops.conv2d_resample(g, wt.transpose(0, 1), 0.7, "same")
+    gw = cuda.ops.conv2d_resample_grad_weight(x, g, 0.7, "same", 1)
+    ran = cuda.paths()
+    if "conv.pointwise" in paths:
+        assert ran == {"conv.pointwise": 1, "grad_weight.pointwise": 1}
+    else:
+        assert not {"conv.pointwise", "grad_weight.pointwise"} & set(ran), ran
+    xd, wd = x.double().cpu().requires_grad_(), wt.double().cpu().requires_grad_()
+    want_gx, want_gw = torch.autograd.grad(F.conv2d(xd, wd * 0.7), (xd, wd), g.double().cpu())
+    assert_close_scaled(gx, want_gx, tol)
+    assert_close_scaled(gw, want_gw, tol)
+    assert gw.shape == wt.shape and gw.dtype == dtype
+
+
 # mode, dtype, layout, Cin, Cout, expected paths
 PADDED = {"grad_weight.igemm", "grad_weight.channels_padded"}
 GRAD_WEIGHT_CASES = [

@@ -119,6 +119,46 @@ at::Tensor grad_weight_fast(const at::Tensor& x_in, const at::Tensor& g_in, doub
   return gw.to(x_in.scalar_type()).contiguous();
 }
 
+// Weight gradient of a 1x1 conv on NCHW with <= kPointwiseFew channels on one side (toRGB,
+// fromRGB): grad_weight_pointwise_kernel reads both planes in place (conv_pointwise.cuh). Any
+// dtype. Undefined when a grid limit is exceeded (the caller then takes another path).
+at::Tensor grad_weight_pointwise(const at::Tensor& x_in, const at::Tensor& g_in, double scale) {
+  const at::Tensor x = x_in.contiguous(), g = g_in.contiguous();
+  const int64_t N = x.size(0), Cin = x.size(1), Cout = g.size(1), S = x.size(2) * x.size(3);
+  PointwiseGradParams p;
+  p.long_is_cout = Cout > kPointwiseFew;  // fromRGB; otherwise the long side (if any) is Cin
+  p.N = N; p.S = S; p.L = p.long_is_cout ? Cout : Cin; p.F = p.long_is_cout ? Cin : Cout;
+  const int64_t gx = ceil_div(p.L, kPointwiseThreads / 32);
+  // Chunks inside images: about 2048 blocks in all, a chunk at least 256 pixels (8 per lane) unless
+  // the image is smaller, grid.y = N * chunks_per_image <= 65535. Depends only on the shapes.
+  int64_t len = std::min(S, std::max<int64_t>(256, ceil_div(N * S * gx, 2048)));
+  int64_t cpi = ceil_div(S, len);
+  if (N * cpi > 65535) {
+    if (N > 65535) return at::Tensor();
+    cpi = 65535 / N;
+    len = ceil_div(S, cpi);
+    cpi = ceil_div(S, len);
+  }
+  p.chunk_len = len;
+  p.chunks_per_image = cpi;
+  const int64_t chunks = N * cpi, nw = Cout * Cin;
+  const at::ScalarType acc_type = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  at::Tensor partial = at::empty({chunks, nw}, x.options().dtype(acc_type));
+  at::Tensor gw = at::empty({Cout, Cin, 1, 1}, x.options().memory_format(at::MemoryFormat::Contiguous));
+  const cudaStream_t stream = current_stream();
+  record_kernel_path("grad_weight.pointwise");
+  PROGAN_DISPATCH_FLOATING_TYPES(x.scalar_type(), "grad_weight_pointwise_cuda", [&] {
+    using acc = acc_t<scalar_t>;
+    const scalar_t* xp = x.const_data_ptr<scalar_t>();
+    const scalar_t* gp = g.const_data_ptr<scalar_t>();
+    PROGAN_LAUNCH(grad_weight_pointwise_kernel<scalar_t>, dim3(unsigned(gx), unsigned(chunks)), 256, 0,
+                  stream, p.long_is_cout ? gp : xp, p.long_is_cout ? xp : gp, partial.mutable_data_ptr<acc>(), p);
+    PROGAN_LAUNCH(grad_weight_finish_kernel<scalar_t>, blocks_for(nw, 256), 256, 0, stream,
+                  partial.const_data_ptr<acc>(), gw.mutable_data_ptr<scalar_t>(), nw, chunks, acc(scale));
+  });
+  return gw;
+}
+
 at::Tensor conv2d_resample_grad_weight_cuda(const at::Tensor& x_in, const at::Tensor& grad_in, double scale,
                                             c10::string_view mode_str, int64_t kernel_size) {
   const char* op = "conv2d_resample_grad_weight";
@@ -129,6 +169,11 @@ at::Tensor conv2d_resample_grad_weight_cuda(const at::Tensor& x_in, const at::Te
   const DeviceGuard guard(x_in);
   const int k = int(kernel_size);
   if (x_in.numel() > 0 && grad_in.numel() > 0) {
+    if (mode == ConvMode::Same && k == 1 && layout_of(x_in) != at::MemoryFormat::ChannelsLast &&
+        std::min(x_in.size(1), grad_in.size(1)) <= kPointwiseFew) {
+      at::Tensor gw = grad_weight_pointwise(x_in, grad_in, scale);
+      if (gw.defined()) return gw;
+    }
     at::Tensor fast = grad_weight_fast(x_in, grad_in, scale, mode, k);
     if (fast.defined()) return fast;
   }
