@@ -203,29 +203,32 @@ at::Tensor conv_forward_impl(const at::Tensor& x_in, const at::Tensor& weight, c
   };
 
   // 1x1 on NCHW with <= kPointwiseFew channels on one side (toRGB, fromRGB, their input gradients):
-  // memory-bound, read in place (conv_pointwise.cuh). Any dtype.
-  if (M == ConvMode::Same && k == 1 && !cl && std::min(g.Cin, g.Cout) <= kPointwiseFew &&
-      ceil_div(g.N * g.H * g.W, kPointwiseThreads) < (int64_t(1) << 31)) {
-    const at::Tensor x = x_in.contiguous();
-    const at::Tensor b = bias.defined() ? bias.contiguous() : at::Tensor();
-    PointwiseParams p{g.N, g.H * g.W, g.Cin, g.Cout, weight.stride(0), weight.stride(1), lrelu, pixel_norm};
-    const bool few_out = g.Cout <= kPointwiseFew;
-    record_kernel_path("conv.pointwise");
-    PROGAN_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv_pointwise_cuda", [&] {
-      using acc = acc_t<scalar_t>;
-      auto* rn = inv_norm != nullptr ? inv_norm->mutable_data_ptr<acc>() : nullptr;
-      const unsigned blocks = unsigned(ceil_div(g.N * g.H * g.W, kPointwiseThreads));
-      const scalar_t* bp = b.defined() ? b.const_data_ptr<scalar_t>() : nullptr;
-      if (few_out)
-        PROGAN_LAUNCH(conv_pointwise_few_out_kernel<scalar_t>, blocks, 256, 0, stream,
-                      x.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(), bp,
-                      y.mutable_data_ptr<scalar_t>(), rn, p, static_cast<acc>(scale), static_cast<acc>(alpha));
-      else
-        PROGAN_LAUNCH(conv_pointwise_few_in_kernel<scalar_t>, blocks, 256, 0, stream,
-                      x.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(), bp,
-                      y.mutable_data_ptr<scalar_t>(), rn, p, static_cast<acc>(scale), static_cast<acc>(alpha));
-    });
-    return y;
+  // memory-bound, read in place (conv_pointwise.cuh), any dtype. Same mode only; `if constexpr`
+  // keeps its kernels out of the up / down instantiations (eq_conv2d.cu builds them).
+  if constexpr (M == ConvMode::Same) {
+    if (k == 1 && !cl && std::min(g.Cin, g.Cout) <= kPointwiseFew &&
+        ceil_div(g.N * g.H * g.W, kPointwiseThreads) < (int64_t(1) << 31)) {
+      const at::Tensor x = x_in.contiguous();
+      const at::Tensor b = bias.defined() ? bias.contiguous() : at::Tensor();
+      PointwiseParams p{g.N, g.H * g.W, g.Cin, g.Cout, weight.stride(0), weight.stride(1), lrelu, pixel_norm};
+      const bool few_out = g.Cout <= kPointwiseFew;
+      record_kernel_path("conv.pointwise");
+      PROGAN_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv_pointwise_cuda", [&] {
+        using acc = acc_t<scalar_t>;
+        auto* rn = inv_norm != nullptr ? inv_norm->mutable_data_ptr<acc>() : nullptr;
+        const unsigned blocks = unsigned(ceil_div(g.N * g.H * g.W, kPointwiseThreads));
+        const scalar_t* bp = b.defined() ? b.const_data_ptr<scalar_t>() : nullptr;
+        if (few_out)
+          PROGAN_LAUNCH(conv_pointwise_few_out_kernel<scalar_t>, blocks, 256, 0, stream,
+                        x.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(), bp,
+                        y.mutable_data_ptr<scalar_t>(), rn, p, static_cast<acc>(scale), static_cast<acc>(alpha));
+        else
+          PROGAN_LAUNCH(conv_pointwise_few_in_kernel<scalar_t>, blocks, 256, 0, stream,
+                        x.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(), bp,
+                        y.mutable_data_ptr<scalar_t>(), rn, p, static_cast<acc>(scale), static_cast<acc>(alpha));
+      });
+      return y;
+    }
   }
 
   const int64_t vec = 16 / int64_t(x_in.element_size());  // elements per 16-byte copy
