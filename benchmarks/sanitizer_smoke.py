@@ -44,6 +44,8 @@ def cases():
     yield "bias_act", lambda m, x, w, b: m.bias_act(x, b, "lrelu", 0.2), (3, 37, 5, 7), None, True
     yield "eq_conv2d_k3_pn", lambda m, x, w, b: m.eq_conv2d(x, w, b, pixel_norm=True, **conv), (2, 19, 9, 7), (23, 19, 3, 3), True
     yield "eq_conv2d_k1", lambda m, x, w, b: m.eq_conv2d(x, w, b, gain=1.0, act="linear", alpha=0.2), (2, 19, 6, 5), (3, 19, 1, 1), True
+    yield "eq_conv2d_k1_fromrgb", lambda m, x, w, b: m.eq_conv2d(x, w, b, **conv), (2, 3, 6, 5), (21, 3, 1, 1), True
+    yield "minibatch_stddev_long", lambda m, x, w, b: m.minibatch_stddev(x, 4, 1), (4, 3, 24, 23), None, False
     yield "upsample_conv2d", lambda m, x, w, b: m.upsample_conv2d(x, w, b, pixel_norm=True, **conv), (2, 21, 5, 6), (17, 21, 3, 3), True
     yield "upsample_conv2d_n1", lambda m, x, w, b: m.upsample_conv2d(x, w, b, **conv), (1, 8, 4, 4), (8, 8, 3, 3), True
     yield "conv2d_downsample", lambda m, x, w, b: m.conv2d_downsample(x, w, b, **conv), (2, 21, 10, 12), (17, 21, 3, 3), True

@@ -65,7 +65,7 @@ __global__ void conv_pointwise_few_out_kernel(const T* __restrict__ x, const T* 
   PROGAN_SHARED(acc, ws, kPointwiseChunk * kPointwiseFew);
   const int64_t q = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   const bool valid = q < p.N * p.S;
-  const int64_t n = valid ? q / p.S : 0, s = q - n * p.S;
+  const int64_t n = valid ? q / p.S : 0, s = valid ? q - n * p.S : 0;  // in-range pointers only
   const T* xp = x + n * p.Cin * p.S + s;
   acc a[kPointwiseFew] = {};
   for (int64_t c0 = 0; c0 < p.Cin; c0 += kPointwiseChunk) {
@@ -112,7 +112,7 @@ __global__ void conv_pointwise_few_in_kernel(const T* __restrict__ x, const T* _
   PROGAN_SHARED(acc, bs, kPointwiseChunk);
   const int64_t q = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   const bool valid = q < p.N * p.S;
-  const int64_t n = valid ? q / p.S : 0, s = q - n * p.S;
+  const int64_t n = valid ? q / p.S : 0, s = valid ? q - n * p.S : 0;  // in-range pointers only
   acc xv[kPointwiseFew];
 #pragma unroll
   for (int f = 0; f < kPointwiseFew; ++f)
