@@ -30,27 +30,28 @@ struct PointwiseParams {
   bool lrelu, pixel_norm;
 };
 
-// Stages w[co][ci] * scale for the long-side channels [c0, c0 + kPointwiseChunk) into
-// ws[(c - c0) * kPointwiseFew + f], f the short-side channel (zero past the end); and, when
-// `bias` is given (the long side is Cout), bias[c] into bs[c - c0]. The caller syncs after.
+// Stages w[co][ci] * scale for the long-side channels [c0, c0 + kPointwiseChunk) that exist into
+// ws[(c - c0) * kPointwiseFew + f], f the short-side channel (zero past the few); and, when
+// `bias` is given (the long side is Cout), bias[c] into bs[c - c0]. The caller syncs after, and
+// reads only the rows staged.
 template <typename T>
 __device__ __forceinline__ void pointwise_stage(const T* __restrict__ w, const T* __restrict__ bias,
                                                 const PointwiseParams& p, bool long_is_cout, int64_t c0,
                                                 acc_t<T> scale, acc_t<T>* ws, acc_t<T>* bs) {
   using acc = acc_t<T>;
   const int64_t longs = long_is_cout ? p.Cout : p.Cin, fews = long_is_cout ? p.Cin : p.Cout;
-  for (int i = threadIdx.x; i < kPointwiseChunk * kPointwiseFew; i += blockDim.x) {
+  const int rows = int(longs - c0 < kPointwiseChunk ? longs - c0 : kPointwiseChunk);  // toRGB at 16 inputs: 16
+  for (int i = threadIdx.x; i < rows * kPointwiseFew; i += blockDim.x) {
     const int64_t c = c0 + i / kPointwiseFew, f = i % kPointwiseFew;
     acc v = acc(0);
-    if (c < longs && f < fews) {
+    if (f < fews) {
       const int64_t co = long_is_cout ? c : f, ci = long_is_cout ? f : c;
       v = static_cast<acc>(w[co * p.ws0 + ci * p.ws1]) * scale;
     }
     ws[i] = v;
   }
   if (long_is_cout && bias != nullptr)
-    for (int i = threadIdx.x; i < kPointwiseChunk; i += blockDim.x)
-      bs[i] = c0 + i < p.Cout ? static_cast<acc>(bias[c0 + i]) : acc(0);
+    for (int i = threadIdx.x; i < rows; i += blockDim.x) bs[i] = static_cast<acc>(bias[c0 + i]);
 }
 
 // Few outputs (Cout <= kPointwiseFew, toRGB): thread = pixel q of [0, N*S); acc[f] += w[f][ci] * x[ci]
