@@ -188,6 +188,21 @@ def test_pointwise_conv_paths_and_values(cuda, monkeypatch, case):
     assert gw.shape == wt.shape and gw.dtype == dtype
 
 
+def test_pointwise_weight_gradient_past_its_grid_falls_back(cuda):
+    # 70000 images of one pixel: one chunk per image would need grid.y = 70000 > 65535, so the
+    # weight gradient takes the general path; the forward has no such limit.
+    x = rand((70000, 4, 1, 1), torch.float64, cuda.device)
+    g = rand((70000, 3, 1, 1), torch.float64, cuda.device, seed=1)
+    gw = cuda.ops.conv2d_resample_grad_weight(x, g, 0.5, "same", 1)
+    assert cuda.paths() == {"grad_weight.simple": 1}
+    want = 0.5 * torch.einsum("nchw,ndhw->dc", x.cpu(), g.cpu())
+    torch.testing.assert_close(gw.cpu().view(3, 4), want)
+    w = rand((3, 4, 1, 1), torch.float64, cuda.device, seed=2)
+    y = cuda.ops.conv2d_resample(x, w, 0.5, "same")
+    assert cuda.paths() == {"conv.pointwise": 1}
+    torch.testing.assert_close(y.cpu(), F.conv2d(x.cpu(), w.cpu() * 0.5))
+
+
 # mode, dtype, layout, Cin, Cout, expected paths
 PADDED = {"grad_weight.igemm", "grad_weight.channels_padded"}
 GRAD_WEIGHT_CASES = [

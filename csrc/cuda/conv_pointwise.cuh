@@ -1,13 +1,14 @@
 // 1x1 convolutions on NCHW with few input or few output channels: toRGB (Cout = 3), fromRGB
 // (Cin = 3), the input gradients of both (conv2d_resample with the weight transposed: Cin = 3,
-// Cout = 3) and their weight gradients. At most kPointwiseFew channels on one side make them memory-bound by a wide margin
-// (about 2 * few FLOPs per element moved, against ~300 FLOP/B for H100 tensor cores), so the
-// tensor-core path only adds bytes there: the NHWC copy of x, zero channels padded to the 16-byte
-// vector and a 64-wide output tile that is 95% padding. Instead one thread per output pixel reads
-// its channels straight from the NCHW planes (a warp's lanes are adjacent pixels, so every channel
-// access is one contiguous run of the plane), keeps the few channels of the short side in
-// registers and writes each output once, bias, activation and pixel norm applied (the same
-// epilogue, in acc_t, as conv_simple_kernel and the norm pass). Any dtype, float64 included.
+// Cout = 3) and their weight gradients. With at most kPointwiseFew channels on one side they do
+// about 2 x few FLOPs per element moved, far below the ~300 FLOPs per byte where H100 tensor
+// cores stop waiting for memory, so the tensor-core path only adds bytes there: the NHWC copy
+// of x, zero channels padded to the 16-byte vector and a 64-wide output tile that is 95%
+// padding. Instead one thread per output pixel reads its channels straight from the NCHW planes
+// (a warp's lanes are adjacent pixels, so every channel access is one contiguous run of the
+// plane), keeps the few channels of the short side in registers and writes each output once,
+// bias, activation and pixel norm applied (the same epilogue, in acc_t, as conv_simple_kernel
+// and the norm pass). Any dtype, float64 included.
 //
 // The weight times the scale is staged per block in shared memory as acc_t, in chunks of
 // kPointwiseChunk long-side channels laid out [chunk][few]: a thread reads the `few` weights of one
