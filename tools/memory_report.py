@@ -253,8 +253,8 @@ FLOORS: dict[str, Floor] = {
         "input gradient's transposed view) and writes each slot with lanes along co, the operand's "
         "contiguous dimension: " + GOOD + " (partial rows only where Cout is padded, toRGB's 3 -> 4 or 8), "
         "95-100% in every case but fromRGB on channels_last: its raw weight has 3 taps per co row (768 bytes "
-        "in all at 64 outputs), so a staging load has 3 active lanes and reads part of a sector; loads and "
-        "stores together 86% (fp32) and 92% (bf16), at 0.1 bytes per output. "
+        "in all at 64 outputs), so a staging load has 3 active lanes and reads part of a sector, inherent to "
+        "3-tap rows; loads and stores together 86% (fp32) and 92% (bf16), bytes negligible (0.1 B/out). "
         "Shared: a staged co row is 32 * 9 + 1 floats long, so the fold reads (lane = co) are conflict-free."),
 }
 

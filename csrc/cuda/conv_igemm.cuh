@@ -3,7 +3,10 @@
 // conv_common.cuh.
 //
 // ---- Design note (continued from conv_geom.cuh) ---------------------------------------------------
-// Two forward paths, chosen on the host (conv_common.cuh, conv_forward_impl):
+// Three forward paths, chosen on the host (conv_common.cuh, conv_forward_impl):
+//  * pointwise path (conv_pointwise.cuh; any dtype): 1x1 `same` convs on NCHW with <= 4
+//    channels on one side (toRGB, fromRGB, their input gradients), memory-bound: the planes are
+//    read in place, no NHWC copy, no padding; its weight gradient likewise (grad_weight_pointwise).
 //  * simple path (any dtype incl. float64, any layout/shape): one thread per output element,
 //    accumulating in acc_t over Cin x taps in a fixed order. Obviously correct, slow.
 //  * implicit-GEMM fast path (igemm::conv_igemm_kernel) for float16/bfloat16 (WMMA m16n16k16)
@@ -43,6 +46,7 @@
 //    depends only on the shapes.
 //  * float32 without TF32 and float64 take the simple path.
 // conv2d_resample_grad_weight: grad_w[co,ci,ky,kx] = scale * sum_{n,pixels} g * patch.
+//  * pointwise path: the 1x1 convs of the pointwise forward path (conv_pointwise.cuh).
 //  * fast path (half/bfloat16, and float32 as TF32 when TF32 is allowed for convolutions; sm_80+;
 //    Cin and Cout zero-padded by the host to multiples of the 16-byte vector):
 //    grad_weight_igemm_kernel, a WMMA GEMM for the gradient of the EFFECTIVE kernel (rows Cin of
