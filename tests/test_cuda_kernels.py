@@ -72,6 +72,15 @@ def assert_close_scaled(out, want, tol):
     torch.testing.assert_close(out.double().cpu(), want.double().cpu(), rtol=tol, atol=tol * scale)
 
 
+def conv_dtype(dtype, monkeypatch):
+    """(torch dtype, tolerance) of a conv case: "tf32" is float32 with TF32 allowed; any other
+    float32 case runs with TF32 off (the simple or pointwise paths, full fp32 accuracy)."""
+    if dtype == "tf32":
+        return torch.float32, TOL["tf32"]
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    return dtype, TOL[dtype]
+
+
 OP_OF_MODE = {"same": "eq_conv2d", "up": "upsample_conv2d", "down": "conv2d_downsample"}
 
 # mode, dtype ("tf32": float32 with TF32 on), layout, N, H, W, Cin, Cout, pixel_norm, expected paths
@@ -108,11 +117,7 @@ CONV_CASES = [
 @pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: "-".join(map(str, [c[0], str(c[1]).split(".")[-1], *c[2:9]])))
 def test_conv_paths_and_values(cuda, monkeypatch, case):
     mode, dtype, layout, n, h, w, cin, cout, pn, paths = case
-    tol = TOL[dtype]
-    if dtype == "tf32":
-        dtype = torch.float32
-    else:
-        monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    dtype, tol = conv_dtype(dtype, monkeypatch)
     x = rand((n, cin, h, w), dtype, cuda.device, layout)
     wt = rand((cout, cin, 3, 3), dtype, cuda.device, seed=1)
     b = rand((cout,), dtype, cuda.device, seed=2)
@@ -146,11 +151,7 @@ POINTWISE_CASES = [
                          ids=lambda c: "-".join(map(str, [str(c[0]).split(".")[-1], *c[1:10]])))
 def test_pointwise_conv_paths_and_values(cuda, monkeypatch, case):
     dtype, layout, n, h, w, cin, cout, act, has_bias, pn, transposed, paths = case
-    tol = TOL[dtype]
-    if dtype == "tf32":
-        dtype = torch.float32
-    else:
-        monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    dtype, tol = conv_dtype(dtype, monkeypatch)
     x = rand((n, cin, h, w), dtype, cuda.device, layout)
     wt = rand((cout, cin, 1, 1), dtype, cuda.device, seed=1)
     if transposed:  # a strided weight, as the input gradient's transposed weight
@@ -246,11 +247,7 @@ def test_grad_weight_chunks_and_pixel_cursor(cuda, monkeypatch, case):
 
 
 def check_grad_weight(cuda, monkeypatch, mode, dtype, layout, cin, cout, paths, n, h, w):
-    tol = TOL[dtype]
-    if dtype == "tf32":
-        dtype = torch.float32
-    else:
-        monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    dtype, tol = conv_dtype(dtype, monkeypatch)
     ho, wo = {"same": (h, w), "up": (2 * h, 2 * w), "down": (h // 2, w // 2)}[mode]
     x = rand((n, cin, h, w), dtype, cuda.device, layout)
     g = rand((n, cout, ho, wo), dtype, cuda.device, layout, seed=1)
