@@ -45,6 +45,9 @@ def cases():
     yield "eq_conv2d_k3_pn", lambda m, x, w, b: m.eq_conv2d(x, w, b, pixel_norm=True, **conv), (2, 19, 9, 7), (23, 19, 3, 3), True
     yield "eq_conv2d_k1", lambda m, x, w, b: m.eq_conv2d(x, w, b, gain=1.0, act="linear", alpha=0.2), (2, 19, 6, 5), (3, 19, 1, 1), True
     yield "eq_conv2d_k1_fromrgb", lambda m, x, w, b: m.eq_conv2d(x, w, b, **conv), (2, 3, 6, 5), (21, 3, 1, 1), True
+    # 16 channels on the long side: whole 16-byte vectors, so channels_last takes the vector kernels
+    yield "eq_conv2d_k1_vec", lambda m, x, w, b: m.eq_conv2d(x, w, b, gain=1.0, act="linear", alpha=0.2), (2, 16, 6, 5), (3, 16, 1, 1), True
+    yield "eq_conv2d_k1_fromrgb_vec", lambda m, x, w, b: m.eq_conv2d(x, w, b, pixel_norm=True, **conv), (2, 3, 6, 5), (16, 3, 1, 1), True
     yield "minibatch_stddev_long", lambda m, x, w, b: m.minibatch_stddev(x, 4, 1), (4, 3, 24, 23), None, False
     yield "upsample_conv2d", lambda m, x, w, b: m.upsample_conv2d(x, w, b, pixel_norm=True, **conv), (2, 21, 5, 6), (17, 21, 3, 3), True
     yield "upsample_conv2d_n1", lambda m, x, w, b: m.upsample_conv2d(x, w, b, **conv), (1, 8, 4, 4), (8, 8, 3, 3), True

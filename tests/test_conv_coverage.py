@@ -4,9 +4,11 @@ fromRGB's 3 inputs, the D 4x4 block's 512 + 1 stddev channels), forward, input g
 gradient and the gradient penalty's double backward, in fp32 (TF32 on, as PyTorch's convs default
 to), bf16 and fp16, NCHW and channels_last, takes a tensor-core kernel, by the paths the host code
 reports (conv.igemm, conv.igemm_tf32, grad_weight.igemm, grad_weight.igemm_tf32; never
-conv.simple or grad_weight.simple). The exception by design: toRGB and fromRGB on NCHW (1x1, 3
-channels on one side) are memory-bound and take conv.pointwise / grad_weight.pointwise, which read
-the NCHW planes in place (csrc/cuda/conv_pointwise.cuh); on channels_last they take the tensor cores.
+conv.simple or grad_weight.simple). The exception by design: toRGB and fromRGB (1x1, 3 channels on
+one side) are memory-bound and take the pointwise kernels, which read their input in place
+(csrc/cuda/conv_pointwise.cuh): conv.pointwise / grad_weight.pointwise on NCHW (a thread per pixel
+over the planes), conv.pointwise_rows / grad_weight.pointwise_rows on channels_last (a group of
+lanes per pixel over the rows).
 
 Spatial size and batch do not enter the path choice, so each layer runs at 8x8 with batch 2. On
 the emulator the kernels are not executed (PROGAN_EMU_DRY_RUN=1: the host code, its path choice,
@@ -80,8 +82,9 @@ def test_every_official_conv_takes_tensor_cores_cuda(device, dtype, layout, monk
         conv = {p for p in ran if p.startswith(("conv.", "grad_weight."))}
         fast |= conv
         slow = {p for p in conv if p.endswith(".simple")}
-        pointwise = m.kernel_size == 1 and min(m.in_channels, m.out_channels) <= 4 and layout == "nchw"
-        if pointwise != (conv == {"conv.pointwise", "grad_weight.pointwise"}):
+        pointwise = m.kernel_size == 1 and min(m.in_channels, m.out_channels) <= 4
+        rows = "_rows" if layout == "channels_last" else ""
+        if pointwise != (conv == {f"conv.pointwise{rows}", f"grad_weight.pointwise{rows}"}):
             slow |= conv  # a pointwise conv off its path, or another conv on it
         if slow:
             simple[f"{where} ({m.extra_repr()})"] = sorted(slow)

@@ -61,6 +61,11 @@ def rand(shape, dtype, device, layout="nchw", seed=0):
         flat = torch.empty(t.numel() + 1, dtype=dtype, device=device)
         t = flat[1:].view(t.shape).copy_(t)
         assert t.data_ptr() % 16 != 0
+    if layout == "cl_misaligned":  # channels_last, the data pointer one element past 16-byte alignment
+        flat = torch.empty(t.numel() + 1, dtype=dtype, device=device)
+        n, c, h, w = t.shape
+        t = flat[1:].view(n, h, w, c).permute(0, 3, 1, 2).copy_(t)
+        assert t.is_contiguous(memory_format=torch.channels_last) and t.data_ptr() % 16 != 0
     return t
 
 
@@ -132,8 +137,10 @@ def test_conv_paths_and_values(cuda, monkeypatch, case):
     assert out.is_contiguous(memory_format=suggest_memory_format(x))  # the input's layout
 
 
-# 1x1 convs on NCHW with <= 4 channels on one side (toRGB, fromRGB, their input gradients) read
-# the planes in place (conv_pointwise.cuh); the rest of the 1x1 convs stay on the tensor cores.
+# 1x1 convs with <= 4 channels on one side (toRGB, fromRGB, their input gradients) read their input
+# in place (conv_pointwise.cuh): a thread per pixel on NCHW ("conv.pointwise"), a group of lanes per
+# pixel over the long rows on channels_last ("conv.pointwise_rows": 16-byte vectors when the rows
+# allow, else one element per lane); the rest of the 1x1 convs stay on the tensor cores.
 # dtype, layout, N, H, W, Cin, Cout, act, bias, pixel_norm, weight transposed, expected paths
 POINTWISE_CASES = [
     (torch.bfloat16, "nchw", 2, 17, 9, 16, 3, "linear", True, False, False, {"conv.pointwise"}),  # toRGB
@@ -143,8 +150,24 @@ POINTWISE_CASES = [
     (torch.float32, "misaligned", 1, 16, 17, 4, 4, "lrelu", True, True, True, {"conv.pointwise"}),
     (torch.float64, "nchw", 2, 3, 3, 40, 1, "lrelu", True, True, True, {"conv.pointwise"}),  # pn of one channel
     (torch.float16, "nchw", 1, 3, 5, 8, 8, "lrelu", True, False, False, {"conv.igemm"}),
-    (torch.bfloat16, "channels_last", 2, 5, 7, 16, 3, "linear", True, False, False, {"conv.igemm"}),
+    # channels_last. toRGB: 2 lanes of 8 bf16 per pixel; the weight gradient in 2 pixel chunks
+    (torch.bfloat16, "channels_last", 2, 33, 20, 16, 3, "linear", True, False, False, {"conv.pointwise_rows"}),
+    (torch.float16, "channels_last", 3, 5, 7, 3, 16, "lrelu", True, False, False, {"conv.pointwise_rows"}),
+    # 32 lanes of 4 floats, 2 Cin chunks (256 + 44 channels)
+    ("tf32", "channels_last", 1, 4, 6, 300, 3, "lrelu", False, True, False, {"conv.pointwise_rows"}),
+    # 32 lanes of 2 doubles, 2 Cout chunks; the weight gradient in 5 channel slices x 3 pixel chunks
+    (torch.float64, "channels_last", 2, 9, 8, 3, 300, "lrelu", True, True, False, {"conv.pointwise_rows"}),
+    # misaligned rows: one element per lane, 16 lanes for 12 channels (4 idle)
+    (torch.float32, "cl_misaligned", 1, 16, 17, 12, 4, "lrelu", True, True, True, {"conv.pointwise_rows"}),
+    # Cout = 20 halves is not whole 16-byte vectors: one element per lane, 32 lanes
+    (torch.float16, "channels_last", 2, 5, 3, 3, 20, "lrelu", True, True, False, {"conv.pointwise_rows"}),
+    # 5 vectors of 8 bf16 on 8 lanes (3 idle), pixel norm over a row split between lanes
+    (torch.bfloat16, "cl_misaligned", 2, 3, 5, 3, 40, "lrelu", True, True, True, {"conv.pointwise_rows"}),
+    # (Cout = 2: a 1-channel gradient would be NCHW as much as channels_last, and take the NCHW path)
+    (torch.float64, "channels_last", 2, 3, 3, 40, 2, "lrelu", True, True, True, {"conv.pointwise_rows"}),
+    (torch.float16, "channels_last", 1, 3, 5, 8, 8, "lrelu", True, False, False, {"conv.igemm"}),
 ]
+POINTWISE_WEIGHT_PATH = {"conv.pointwise": "grad_weight.pointwise", "conv.pointwise_rows": "grad_weight.pointwise_rows"}
 
 
 @pytest.mark.parametrize("case", POINTWISE_CASES,
@@ -178,10 +201,11 @@ def test_pointwise_conv_paths_and_values(cuda, monkeypatch, case):
     gx = cuda.ops.conv2d_resample(g, wt.transpose(0, 1), 0.7, "same")
     gw = cuda.ops.conv2d_resample_grad_weight(x, g, 0.7, "same", 1)
     ran = cuda.paths()
-    if "conv.pointwise" in paths:
-        assert ran == {"conv.pointwise": 1, "grad_weight.pointwise": 1}
+    (fwd,) = paths if len(paths) == 1 else (None,)
+    if fwd in POINTWISE_WEIGHT_PATH:
+        assert ran == {fwd: 1, POINTWISE_WEIGHT_PATH[fwd]: 1}
     else:
-        assert not {"conv.pointwise", "grad_weight.pointwise"} & set(ran), ran
+        assert not {*POINTWISE_WEIGHT_PATH, *POINTWISE_WEIGHT_PATH.values()} & set(ran), ran
     xd, wd = x.double().cpu().requires_grad_(), wt.double().cpu().requires_grad_()
     want_gx, want_gw = torch.autograd.grad(F.conv2d(xd, wd * 0.7), (xd, wd), g.double().cpu())
     assert_close_scaled(gx, want_gx, tol)

@@ -159,6 +159,50 @@ at::Tensor grad_weight_pointwise(const at::Tensor& x_in, const at::Tensor& g_in,
   return gw;
 }
 
+// The same on NHWC (channels_last): grad_weight_pointwise_rows_kernel, lanes over the long rows.
+at::Tensor grad_weight_pointwise_rows(const at::Tensor& x_in, const at::Tensor& g_in, double scale) {
+  const auto cl = at::MemoryFormat::ChannelsLast;
+  const at::Tensor x = x_in.contiguous(cl), g = g_in.contiguous(cl);
+  const int64_t Cin = x.size(1), Cout = g.size(1);
+  PointwiseRowsGradParams p;
+  p.long_is_cout = Cout > kPointwiseFew;  // fromRGB; otherwise the long side (if any) is Cin
+  p.P = x.size(0) * x.size(2) * x.size(3);
+  p.L = p.long_is_cout ? Cout : Cin;
+  p.F = p.long_is_cout ? Cin : Cout;
+  const at::Tensor& lng = p.long_is_cout ? g : x;
+  const int64_t vec = 16 / int64_t(x.element_size());
+  const bool use_vec = p.L % vec == 0 && aligned16(lng.const_data_ptr());
+  const int64_t step = use_vec ? vec : 1;  // channels per lane
+  p.lanes = lanes_per_row(ceil_div(p.L, step));
+  const int64_t slices = ceil_div(p.L, p.lanes * step), groups = kPointwiseThreads / p.lanes;
+  // Chunks of the pixels: about 2048 blocks in all, at least 8 pixels per group; grid.x < 2^31
+  // always holds (P < 2^63 / 8 pixels), grid.y = slices <= 65535. Depends only on the shapes.
+  const int64_t len = std::max(groups * 8, ceil_div(p.P * slices, 2048));
+  const int64_t chunks = ceil_div(p.P, len), rows = chunks * (kPointwiseThreads / 32), nw = Cout * Cin;
+  if (slices > 65535 || chunks >= (int64_t(1) << 31) || rows * nw > (int64_t(1) << 26)) return at::Tensor();
+  p.chunk_len = len;
+  const at::ScalarType acc_type = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  at::Tensor partial = at::empty({rows, nw}, x.options().dtype(acc_type).memory_format(at::MemoryFormat::Contiguous));
+  at::Tensor gw = at::empty({Cout, Cin, 1, 1}, x.options().memory_format(at::MemoryFormat::Contiguous));
+  const cudaStream_t stream = current_stream();
+  record_kernel_path("grad_weight.pointwise_rows");
+  PROGAN_DISPATCH_FLOATING_TYPES(x.scalar_type(), "grad_weight_pointwise_rows_cuda", [&] {
+    using acc = acc_t<scalar_t>;
+    const scalar_t* lp = lng.const_data_ptr<scalar_t>();
+    const scalar_t* fp = (p.long_is_cout ? x : g).const_data_ptr<scalar_t>();
+    const dim3 grid{unsigned(chunks), unsigned(slices)};
+    if (use_vec)
+      PROGAN_LAUNCH((grad_weight_pointwise_rows_kernel<scalar_t, kVec<scalar_t>>), grid, 256, 0, stream, lp, fp,
+                    partial.mutable_data_ptr<acc>(), p);
+    else
+      PROGAN_LAUNCH((grad_weight_pointwise_rows_kernel<scalar_t, 1>), grid, 256, 0, stream, lp, fp,
+                    partial.mutable_data_ptr<acc>(), p);
+    PROGAN_LAUNCH(grad_weight_finish_kernel<scalar_t>, blocks_for(nw, 256), 256, 0, stream,
+                  partial.const_data_ptr<acc>(), gw.mutable_data_ptr<scalar_t>(), nw, rows, acc(scale));
+  });
+  return gw;
+}
+
 at::Tensor conv2d_resample_grad_weight_cuda(const at::Tensor& x_in, const at::Tensor& grad_in, double scale,
                                             c10::string_view mode_str, int64_t kernel_size) {
   const char* op = "conv2d_resample_grad_weight";
@@ -169,9 +213,9 @@ at::Tensor conv2d_resample_grad_weight_cuda(const at::Tensor& x_in, const at::Te
   const DeviceGuard guard(x_in);
   const int k = int(kernel_size);
   if (x_in.numel() > 0 && grad_in.numel() > 0) {
-    if (mode == ConvMode::Same && k == 1 && layout_of(x_in) != at::MemoryFormat::ChannelsLast &&
-        std::min(x_in.size(1), grad_in.size(1)) <= kPointwiseFew) {
-      at::Tensor gw = grad_weight_pointwise(x_in, grad_in, scale);
+    if (mode == ConvMode::Same && k == 1 && std::min(x_in.size(1), grad_in.size(1)) <= kPointwiseFew) {
+      at::Tensor gw = layout_of(x_in) == at::MemoryFormat::ChannelsLast ? grad_weight_pointwise_rows(x_in, grad_in, scale)
+                                                                        : grad_weight_pointwise(x_in, grad_in, scale);
       if (gw.defined()) return gw;
     }
     at::Tensor fast = grad_weight_fast(x_in, grad_in, scale, mode, k);

@@ -202,32 +202,51 @@ at::Tensor conv_forward_impl(const at::Tensor& x_in, const at::Tensor& weight, c
     });
   };
 
-  // 1x1 on NCHW with <= kPointwiseFew channels on one side (toRGB, fromRGB, their input gradients):
-  // memory-bound, read in place (conv_pointwise.cuh), any dtype. Same mode only; `if constexpr`
-  // keeps its kernels out of the up / down instantiations (eq_conv2d.cu builds them).
+  // 1x1 with <= kPointwiseFew channels on one side (toRGB, fromRGB, their input gradients):
+  // memory-bound, read in place (conv_pointwise.cuh), any dtype, either layout. Same mode only;
+  // `if constexpr` keeps its kernels out of the up / down instantiations (eq_conv2d.cu builds them).
   if constexpr (M == ConvMode::Same) {
-    if (k == 1 && !cl && std::min(g.Cin, g.Cout) <= kPointwiseFew &&
-        ceil_div(g.N * g.H * g.W, kPointwiseThreads) < (int64_t(1) << 31)) {
-      const at::Tensor x = x_in.contiguous();
+    if (k == 1 && std::min(g.Cin, g.Cout) <= kPointwiseFew) {
+      const at::Tensor x = x_in.contiguous(fmt);
       const at::Tensor b = bias.defined() ? bias.contiguous() : at::Tensor();
       PointwiseParams p{g.N, g.H * g.W, g.Cin, g.Cout, weight.stride(0), weight.stride(1), lrelu, pixel_norm};
       const bool few_out = g.Cout <= kPointwiseFew;
-      record_kernel_path("conv.pointwise");
-      PROGAN_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv_pointwise_cuda", [&] {
-        using acc = acc_t<scalar_t>;
-        auto* rn = inv_norm != nullptr ? inv_norm->mutable_data_ptr<acc>() : nullptr;
-        const unsigned blocks = unsigned(ceil_div(g.N * g.H * g.W, kPointwiseThreads));
-        const scalar_t* bp = b.defined() ? b.const_data_ptr<scalar_t>() : nullptr;
-        if (few_out)
-          PROGAN_LAUNCH(conv_pointwise_few_out_kernel<scalar_t>, blocks, 256, 0, stream,
-                        x.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(), bp,
-                        y.mutable_data_ptr<scalar_t>(), rn, p, static_cast<acc>(scale), static_cast<acc>(alpha));
-        else
-          PROGAN_LAUNCH(conv_pointwise_few_in_kernel<scalar_t>, blocks, 256, 0, stream,
-                        x.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(), bp,
-                        y.mutable_data_ptr<scalar_t>(), rn, p, static_cast<acc>(scale), static_cast<acc>(alpha));
-      });
-      return y;
+      const int64_t pixels = g.N * g.H * g.W, longs = few_out ? g.Cin : g.Cout;
+      const void* long_rows = few_out ? x.const_data_ptr() : y.const_data_ptr();
+      // NHWC: 16-byte accesses along the long rows when they are whole vectors and aligned.
+      const bool vec = cl && longs % (16 / int64_t(x.element_size())) == 0 && aligned16(long_rows);
+      const int lanes = cl ? lanes_per_row(vec ? ceil_div(longs, 16 / int64_t(x.element_size())) : longs) : 1;
+      if (ceil_div(pixels * lanes, kPointwiseThreads) < (int64_t(1) << 31)) {
+        record_kernel_path(cl ? "conv.pointwise_rows" : "conv.pointwise");
+        PROGAN_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv_pointwise_cuda", [&] {
+          using acc = acc_t<scalar_t>;
+          constexpr int V = kVec<scalar_t>;
+          auto* rn = inv_norm != nullptr ? inv_norm->mutable_data_ptr<acc>() : nullptr;
+          const unsigned blocks = unsigned(ceil_div(pixels * lanes, kPointwiseThreads));
+          const scalar_t* xp = x.const_data_ptr<scalar_t>();
+          const scalar_t* wp = weight.const_data_ptr<scalar_t>();
+          const scalar_t* bp = b.defined() ? b.const_data_ptr<scalar_t>() : nullptr;
+          scalar_t* yp = y.mutable_data_ptr<scalar_t>();
+          const acc sc = static_cast<acc>(scale), al = static_cast<acc>(alpha);
+          if (!cl && few_out)
+            PROGAN_LAUNCH(conv_pointwise_few_out_kernel<scalar_t>, blocks, 256, 0, stream, xp, wp, bp, yp, rn, p, sc, al);
+          else if (!cl)
+            PROGAN_LAUNCH(conv_pointwise_few_in_kernel<scalar_t>, blocks, 256, 0, stream, xp, wp, bp, yp, rn, p, sc, al);
+          else if (few_out && vec)
+            PROGAN_LAUNCH((conv_pointwise_rows_few_out_kernel<scalar_t, V>), blocks, 256, 0, stream, xp, wp, bp, yp,
+                          rn, p, lanes, sc, al);
+          else if (few_out)
+            PROGAN_LAUNCH((conv_pointwise_rows_few_out_kernel<scalar_t, 1>), blocks, 256, 0, stream, xp, wp, bp, yp,
+                          rn, p, lanes, sc, al);
+          else if (vec)
+            PROGAN_LAUNCH((conv_pointwise_rows_few_in_kernel<scalar_t, V>), blocks, 256, 0, stream, xp, wp, bp, yp,
+                          rn, p, lanes, sc, al);
+          else
+            PROGAN_LAUNCH((conv_pointwise_rows_few_in_kernel<scalar_t, 1>), blocks, 256, 0, stream, xp, wp, bp, yp,
+                          rn, p, lanes, sc, al);
+        });
+        return y;
+      }
     }
   }
 

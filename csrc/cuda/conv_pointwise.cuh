@@ -31,11 +31,21 @@ struct PointwiseParams {
   bool lrelu, pixel_norm;
 };
 
+// Row r's place in the staged arrays (weights at pw_row(r) * kPointwiseFew, bias at pw_row(r)).
+// kGroup = 0: packed (the NCHW kernels, where every lane reads the same row: broadcasts). kGroup =
+// VEC > 1 (the NHWC kernels, where lane gl of a pixel's group reads rows gl * VEC + t): an empty row
+// after every VEC rows, so the rows a quarter warp's 16-byte loads read at once are 4 * (VEC + 1)
+// words apart (VEC 8: 36 words, distinct banks) instead of 4 * VEC (all in one bank).
+template <int kGroup>
+__host__ __device__ constexpr int pw_row(int r) {
+  return kGroup > 0 ? r + r / kGroup : r;
+}
+
 // Stages w[co][ci] * scale for the long-side channels [c0, c0 + kPointwiseChunk) that exist into
-// ws[(c - c0) * kPointwiseFew + f], f the short-side channel (zero past the few); and, when
-// `bias` is given (the long side is Cout), bias[c] into bs[c - c0]. The caller syncs after, and
+// ws[pw_row(c - c0) * kPointwiseFew + f], f the short-side channel (zero past the few); and, when
+// `bias` is given (the long side is Cout), bias[c] into bs[pw_row(c - c0)]. The caller syncs after, and
 // reads only the rows staged.
-template <typename T>
+template <typename T, int kGroup = 0>
 __device__ __forceinline__ void pointwise_stage(const T* __restrict__ w, const T* __restrict__ bias,
                                                 const PointwiseParams& p, bool long_is_cout, int64_t c0,
                                                 acc_t<T> scale, acc_t<T>* ws, acc_t<T>* bs) {
@@ -49,10 +59,27 @@ __device__ __forceinline__ void pointwise_stage(const T* __restrict__ w, const T
       const int64_t co = long_is_cout ? c : f, ci = long_is_cout ? f : c;
       v = static_cast<acc>(w[co * p.ws0 + ci * p.ws1]) * scale;
     }
-    ws[i] = v;
+    ws[pw_row<kGroup>(i / kPointwiseFew) * kPointwiseFew + i % kPointwiseFew] = v;
   }
   if (long_is_cout && bias != nullptr)
-    for (int i = threadIdx.x; i < rows; i += blockDim.x) bs[i] = static_cast<acc>(bias[c0 + i]);
+    for (int i = threadIdx.x; i < rows; i += blockDim.x) bs[pw_row<kGroup>(i)] = static_cast<acc>(bias[c0 + i]);
+}
+
+// The few outputs' epilogue, in acc_t: a[f] = act(a[f] + bias[f]) for f < Cout; returns the
+// inverse norm r of the pixel (1 without pixel norm), by which the caller scales what it stores.
+template <typename T>
+__device__ __forceinline__ acc_t<T> few_out_epilogue(acc_t<T> (&a)[kPointwiseFew], const T* __restrict__ bias,
+                                                    const PointwiseParams& p, acc_t<T> alpha) {
+  using acc = acc_t<T>;
+  acc ss = acc(0);
+#pragma unroll
+  for (int f = 0; f < kPointwiseFew; ++f) {
+    if (f < p.Cout) {
+      a[f] = apply_act(a[f] + (bias != nullptr ? static_cast<acc>(bias[f]) : acc(0)), p.lrelu, alpha);
+      ss += a[f] * a[f];
+    }
+  }
+  return p.pixel_norm ? acc(1) / sqrt(ss / acc(p.Cout) + acc(1e-8)) : acc(1);
 }
 
 // Few outputs (Cout <= kPointwiseFew, toRGB): thread = pixel q of [0, N*S); acc[f] += w[f][ci] * x[ci]
@@ -85,15 +112,7 @@ __global__ void conv_pointwise_few_out_kernel(const T* __restrict__ x, const T* 
     }
   }
   if (!valid) return;
-  acc ss = acc(0);
-#pragma unroll
-  for (int f = 0; f < kPointwiseFew; ++f) {
-    if (f < p.Cout) {
-      a[f] = apply_act(a[f] + (bias != nullptr ? static_cast<acc>(bias[f]) : acc(0)), p.lrelu, alpha);
-      ss += a[f] * a[f];
-    }
-  }
-  const acc r = p.pixel_norm ? acc(1) / sqrt(ss / acc(p.Cout) + acc(1e-8)) : acc(1);
+  const acc r = few_out_epilogue(a, bias, p, alpha);
   if (rnorm != nullptr) rnorm[q] = r;
   T* yp = y + n * p.Cout * p.S + s;
 #pragma unroll
@@ -182,6 +201,163 @@ __global__ void grad_weight_pointwise_kernel(const T* __restrict__ lng, const T*
     const acc total = warp_sum(sum[f]);
     if (lane == 0) partial[blockIdx.y * nw + (p.long_is_cout ? l * p.F + f : f * p.L + l)] = total;
   }
+}
+
+// ---- channels_last (NHWC): a group of lanes per pixel, over the long side's channels -----------
+// On NHWC a pixel's channels are one contiguous row, and a thread per pixel would make every warp
+// access stride over 32 rows (toRGB at 16 bf16 channels: 32 B apart, 2 of every 32 bytes used per
+// load). Instead, as in pixel_norm_rows_kernel, `lanes` = lanes_per_row(long / VEC) lanes share a
+// pixel and each takes VEC adjacent long-side channels per access (VEC = kVec<T>, 16 bytes, when
+// the long side is a multiple of it and the rows are 16-byte aligned; else 1), so that a warp's
+// access is one contiguous run of 32 / lanes rows. The few short-side values of the pixel are read
+// by every lane of its group (one address: one transaction). Sums over the group are group_sum (a
+// fixed xor order: deterministic). No grid-stride loop and no early exit before the last shuffle:
+// every lane reaches the barriers and the full-mask shuffles. grid = ceil(pixels * lanes / 256).
+
+// Few outputs (toRGB; fromRGB's input gradient): lane gl of pixel q's group sums its channels
+// gl*VEC + t (+ lanes*VEC per step) into acc[f], the group adds the lanes' sums, then every lane of
+// the group runs the epilogue and lane f % lanes stores output f (the row of Cout values).
+template <typename T, int VEC>
+__global__ void conv_pointwise_rows_few_out_kernel(const T* __restrict__ x, const T* __restrict__ w,
+                                                   const T* __restrict__ bias, T* __restrict__ y,
+                                                   acc_t<T>* __restrict__ rnorm, PointwiseParams p, int lanes,
+                                                   acc_t<T> scale, acc_t<T> alpha) {
+  using acc = acc_t<T>;
+  constexpr int kGroup = VEC > 1 ? VEC : 0;
+  PROGAN_SHARED_ALIGNED(acc, ws, pw_row<kGroup>(kPointwiseChunk) * kPointwiseFew, alignof(Vec<acc, kPointwiseFew>));
+  const int gl = int(threadIdx.x) % lanes;
+  const int64_t q = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / lanes;
+  const bool valid = q < p.N * p.S;
+  const T* xp = x + (valid ? q : 0) * p.Cin;  // in-range pointers only
+  acc a[kPointwiseFew] = {};
+  for (int64_t c0 = 0; c0 < p.Cin; c0 += kPointwiseChunk) {
+    __syncthreads();  // the previous chunk's weights are no longer read
+    pointwise_stage<T, kGroup>(w, static_cast<const T*>(nullptr), p, /*long_is_cout=*/false, c0, scale, ws,
+                               static_cast<acc*>(nullptr));
+    __syncthreads();
+    const int len = int(p.Cin - c0 < kPointwiseChunk ? p.Cin - c0 : kPointwiseChunk);  // a multiple of VEC
+    if (!valid) continue;
+    for (int i = gl * VEC; i < len; i += lanes * VEC) {
+      const Vec<T, VEC> v = load_vec<T, VEC>(xp + c0 + i);
+#pragma unroll
+      for (int t = 0; t < VEC; ++t) {
+        const acc xv = static_cast<acc>(v.v[t]);
+        const Vec<acc, kPointwiseFew> wr = load_vec<acc, kPointwiseFew>(ws + pw_row<kGroup>(i + t) * kPointwiseFew);
+#pragma unroll
+        for (int f = 0; f < kPointwiseFew; ++f) a[f] += wr.v[f] * xv;
+      }
+    }
+  }
+#pragma unroll
+  for (int f = 0; f < kPointwiseFew; ++f) a[f] = group_sum(a[f], lanes);
+  if (!valid) return;
+  const acc r = few_out_epilogue(a, bias, p, alpha);
+  if (rnorm != nullptr && gl == 0) rnorm[q] = r;
+  T* yp = y + q * p.Cout;
+#pragma unroll
+  for (int f = 0; f < kPointwiseFew; ++f)
+    if (f < p.Cout && f % lanes == gl) yp[f] = static_cast<T>(p.pixel_norm ? a[f] * r : a[f]);
+}
+
+// Few inputs (fromRGB; toRGB's input gradient): every lane of pixel q's group holds the Cin values,
+// lane gl computes outputs gl*VEC + t (+ lanes*VEC per step) and stores them as one vector. With pixel
+// norm a first pass sums the squares, group_sum gives the row's sum, and the second pass recomputes
+// the outputs (a few FMAs each) to store them normalized.
+template <typename T, int VEC>
+__global__ void conv_pointwise_rows_few_in_kernel(const T* __restrict__ x, const T* __restrict__ w,
+                                                  const T* __restrict__ bias, T* __restrict__ y,
+                                                  acc_t<T>* __restrict__ rnorm, PointwiseParams p, int lanes,
+                                                  acc_t<T> scale, acc_t<T> alpha) {
+  using acc = acc_t<T>;
+  constexpr int kGroup = VEC > 1 ? VEC : 0;
+  PROGAN_SHARED_ALIGNED(acc, ws, pw_row<kGroup>(kPointwiseChunk) * kPointwiseFew, alignof(Vec<acc, kPointwiseFew>));
+  PROGAN_SHARED(acc, bs, pw_row<kGroup>(kPointwiseChunk));
+  const int gl = int(threadIdx.x) % lanes;
+  const int64_t q = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / lanes;
+  const bool valid = q < p.N * p.S;
+  acc xv[kPointwiseFew];
+#pragma unroll
+  for (int f = 0; f < kPointwiseFew; ++f) xv[f] = valid && f < p.Cin ? static_cast<acc>(x[q * p.Cin + f]) : acc(0);
+  T* yp = y + (valid ? q : 0) * p.Cout;
+  acc ss = acc(0), r = acc(1);
+  for (int pass = p.pixel_norm ? 0 : 1; pass < 2; ++pass) {  // pass 0: the sum of squares only
+    if (pass == 1 && p.pixel_norm) r = acc(1) / sqrt(group_sum(ss, lanes) / acc(p.Cout) + acc(1e-8));
+    for (int64_t c0 = 0; c0 < p.Cout; c0 += kPointwiseChunk) {
+      __syncthreads();
+      pointwise_stage<T, kGroup>(w, bias, p, /*long_is_cout=*/true, c0, scale, ws, bs);
+      __syncthreads();
+      const int len = int(p.Cout - c0 < kPointwiseChunk ? p.Cout - c0 : kPointwiseChunk);  // a multiple of VEC
+      if (!valid) continue;
+      for (int i = gl * VEC; i < len; i += lanes * VEC) {
+        Vec<T, VEC> out;
+#pragma unroll
+        for (int t = 0; t < VEC; ++t) {
+          const Vec<acc, kPointwiseFew> wr = load_vec<acc, kPointwiseFew>(ws + pw_row<kGroup>(i + t) * kPointwiseFew);
+          acc v = acc(0);
+#pragma unroll
+          for (int f = 0; f < kPointwiseFew; ++f) v += wr.v[f] * xv[f];
+          v = apply_act(bias != nullptr ? v + bs[pw_row<kGroup>(i + t)] : v, p.lrelu, alpha);
+          if (pass == 0) ss += v * v;
+          else out.v[t] = static_cast<T>(p.pixel_norm ? v * r : v);
+        }
+        if (pass == 1) store_vec<T, VEC>(yp + c0 + i, out);
+      }
+    }
+  }
+  if (valid && rnorm != nullptr && gl == 0) rnorm[q] = r;
+}
+
+// Weight gradient on NHWC: gw[co][ci] = scale * sum over pixels of g[p][co] * x[p][ci], `lng` the
+// rows of the long side (L channels), `few` the rows of the other (F <= kPointwiseFew). grid
+// (chunks, slices): block (c, sl) sums the pixels [c * chunk_len, (c + 1) * chunk_len) for the long
+// channels of slice sl, lanes * VEC of them; groups of `lanes` lanes take the chunk's pixels in turn,
+// lane gl holding VEC x F sums for its VEC channels (reads: a contiguous lanes * VEC run per row,
+// the few values a broadcast). Then the warp's groups add up (xor over the lanes with the same gl,
+// a fixed order) and lane gl of each warp writes partial row c * warps + warp; the finish kernel
+// adds the rows in order and applies the scale: deterministic.
+struct PointwiseRowsGradParams {
+  int64_t P, L, F;    // pixels (N * H * W), long-side and few-side channels
+  int64_t chunk_len;
+  int lanes;
+  bool long_is_cout;  // fromRGB: the long side is the output (gradient) side
+};
+
+template <typename T, int VEC>
+__global__ void grad_weight_pointwise_rows_kernel(const T* __restrict__ lng, const T* __restrict__ few,
+                                                  acc_t<T>* __restrict__ partial, PointwiseRowsGradParams p) {
+  using acc = acc_t<T>;
+  const int lanes = p.lanes, gl = int(threadIdx.x) % lanes;
+  const int group = int(threadIdx.x) / lanes, groups = int(blockDim.x) / lanes;
+  const int64_t c = int64_t(blockIdx.y) * lanes * VEC + int64_t(gl) * VEC;  // this lane's first channel
+  const bool own = c < p.L;  // VEC > 1: L is a multiple of VEC, so the whole vector is in range
+  const int64_t s0 = int64_t(blockIdx.x) * p.chunk_len;
+  const int64_t s1 = s0 + p.chunk_len < p.P ? s0 + p.chunk_len : p.P;
+  acc sum[VEC][kPointwiseFew] = {};
+  if (own) {
+    for (int64_t s = s0 + group; s < s1; s += groups) {
+      const Vec<T, VEC> v = load_vec<T, VEC>(lng + s * p.L + c);
+      acc fv[kPointwiseFew];
+#pragma unroll
+      for (int f = 0; f < kPointwiseFew; ++f) fv[f] = f < p.F ? static_cast<acc>(few[s * p.F + f]) : acc(0);
+#pragma unroll
+      for (int t = 0; t < VEC; ++t)
+#pragma unroll
+        for (int f = 0; f < kPointwiseFew; ++f) sum[t][f] += static_cast<acc>(v.v[t]) * fv[f];
+    }
+  }
+#pragma unroll
+  for (int t = 0; t < VEC; ++t)
+#pragma unroll
+    for (int f = 0; f < kPointwiseFew; ++f)
+      for (int off = 16; off >= lanes; off >>= 1) sum[t][f] += __shfl_xor_sync(0xffffffffu, sum[t][f], off);
+  if (!own || int(threadIdx.x) % 32 >= lanes) return;
+  const int64_t nw = p.L * p.F;
+  acc* out = partial + (int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32) * nw;
+#pragma unroll
+  for (int t = 0; t < VEC; ++t)
+#pragma unroll
+    for (int f = 0; f < kPointwiseFew; ++f)
+      if (f < p.F) out[p.long_is_cout ? (c + t) * p.F + f : f * p.L + c + t] = sum[t][f];
 }
 
 }  // namespace cuda
