@@ -166,6 +166,9 @@ POINTWISE_CASES = [
     # (Cout = 2: a 1-channel gradient would be NCHW as much as channels_last, and take the NCHW path)
     (torch.float64, "channels_last", 2, 3, 3, 40, 2, "lrelu", True, True, True, {"conv.pointwise_rows"}),
     (torch.float16, "channels_last", 1, 3, 5, 8, 8, "lrelu", True, False, False, {"conv.igemm"}),
+    # grids of >= 512 blocks at a pixel per thread: 2 pixels per thread, the last block ragged
+    (torch.bfloat16, "channels_last", 1, 257, 511, 16, 3, "linear", True, True, False, {"conv.pointwise_rows"}),
+    (torch.float32, "channels_last", 1, 200, 330, 3, 8, "lrelu", True, True, True, {"conv.pointwise_rows"}),
 ]
 POINTWISE_WEIGHT_PATH = {"conv.pointwise": "grad_weight.pointwise", "conv.pointwise_rows": "grad_weight.pointwise_rows"}
 

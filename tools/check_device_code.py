@@ -144,11 +144,13 @@ FAMILIES = [
            "stream their input once like the elementwise kernels (same Little's-law argument, 50%); "
            "the block reductions add barriers, which more resident blocks also cover."),
     Family("pointwise conv (memory-bound)",
-           r"\b(conv_pointwise_few_out_kernel|conv_pointwise_few_in_kernel|grad_weight_pointwise_kernel)<", 256,
-           50.0, False,
-           "1x1 convs on NCHW with <= 4 channels on one side (toRGB, fromRGB, their gradients): about "
-           "2 x 4 FLOPs per element moved, so bandwidth-bound like the elementwise kernels (same Little's-law "
-           "argument, 50%); the staged weights (4 KB, 8 KB in float64, per block) leave room for 8 blocks."),
+           r"\b(conv_pointwise_few_out_kernel|conv_pointwise_few_in_kernel|grad_weight_pointwise_kernel|"
+           r"conv_pointwise_rows_few_out_kernel|conv_pointwise_rows_few_in_kernel|"
+           r"grad_weight_pointwise_rows_kernel)<", 256, 50.0, False,
+           "1x1 convs with <= 4 channels on one side (toRGB, fromRGB, their gradients; NCHW and the "
+           "channels_last `rows` kernels): about 2 x 4 FLOPs per element moved, so bandwidth-bound like the "
+           "elementwise kernels (same Little's-law argument, 50%); the staged weights and bias (4-5 KB per "
+           "block, 8-15 KB in float64) leave room for 8 blocks."),
     Family("weight packing", r"\bpack_weight_kernel<", 256, 50.0, False,
            "one small launch per tensor-core conv call (the weight operand, <= 9.4 MB at 512 channels): "
            "a 32 x 32 tile of raw taps staged in 37 KB of shared memory, then one coalesced store per "

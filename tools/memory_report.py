@@ -73,6 +73,10 @@ def cases():
              lambda o, x: o.eq_conv2d(x, conv_w(3, 64, 1, x.dtype), b(3, x.dtype), 1.0, "linear", 0.2, False), 3),
         Case("eq_conv2d 1x1 fromRGB", "D 256x256 fromRGB (3->64), 16x16 shown", (2, 3, 16, 16),
              lambda o, x: o.eq_conv2d(x, conv_w(64, 3, 1, x.dtype), b(64, x.dtype), SQRT2, "lrelu", 0.2, False), 64),
+        Case("eq_conv2d 1x1 toRGB", "G 1024x1024 toRGB (16->3), 256x256 shown", (2, 16, 256, 256),
+             lambda o, x: o.eq_conv2d(x, conv_w(3, 16, 1, x.dtype), b(3, x.dtype), 1.0, "linear", 0.2, False), 3),
+        Case("eq_conv2d 1x1 fromRGB", "D 1024x1024 fromRGB (3->16), 256x256 shown", (2, 3, 256, 256),
+             lambda o, x: o.eq_conv2d(x, conv_w(16, 3, 1, x.dtype), b(16, x.dtype), SQRT2, "lrelu", 0.2, False), 16),
         Case("conv2d_resample_grad_weight 1x1 toRGB", "G 256x256 toRGB (64->3), 16x16 shown", (2, 64, 16, 16),
              lambda o, x: o.conv2d_resample_grad_weight(x, like(x, 2, 3, 16, 16), 0.125, "same", 1), 3),
         Case("upsample_conv2d + pixel norm", "G 256x256 up (128->64), 8x8 -> 16x16 shown", (2, 128, 8, 8),
@@ -193,6 +197,37 @@ FLOORS: dict[str, Floor] = {
         0.90, 1.0,
         "toRGB / fromRGB weight gradient on NCHW: a warp per long-side channel, lanes on adjacent pixels of "
         "one image's chunk, so both planes are read in contiguous runs: " + GOOD + "; no shared memory."),
+    "conv_pointwise_rows_few_out_kernel": Floor(
+        0.85, 4.0,
+        "toRGB on channels_last: a group of lanes per pixel, lane l loading vectors l, l + L, ... of the "
+        "pixel's contiguous row, so a warp's load is one contiguous run of 32 / L rows: 95-100%. The 3 "
+        "outputs of a pixel are stored one request per output channel (the group's lane f % L), each "
+        "request touching the sectors of the warp's 3-value rows: 50% (bf16) / 67-100% (fp32), inherent to "
+        "6- or 12-byte output rows, and small next to the loads (6 of 38 bytes per pixel at 16 bf16 inputs): "
+        "87.7-100% together. Shared: every group of the warp reads the same weight rows as 16-byte "
+        "vectors, so a quarter warp's phase holds at most the 8 rows of one group (broadcasts) and a "
+        "request takes up to 4 wavefronts for 128 distinct bytes, the wavefronts 4 scalar loads would "
+        "take (inherent to 16-byte loads of broadcast rows; 2 pixels per thread on large maps halve the "
+        "number of requests); the padded rows keep each phase conflict-free; the staging stores 2-way "
+        "where a padding row falls inside a warp's store (once per block).", degree=2),
+    "conv_pointwise_rows_few_in_kernel": Floor(
+        0.75, 2.5,
+        "fromRGB on channels_last: the outputs of a pixel are stored as 16-byte vectors, lane l of the "
+        "group taking vectors l, l + L, ...: a warp's store is one contiguous run of 32 / L rows (100%). "
+        "SHORT on the input side (36-37% at 16 outputs, 76% together): the pixel's 3 input values are read by "
+        "3 scalar requests, each touching the sectors of the warp's 3-value rows; on a GPU the 2nd and "
+        "3rd request hit L1, so the bytes from L2 are the ideal ones, which the tracer, having no L1, "
+        "cannot show; target 90% (one warp-wide load of the warp's rows, shuffles to the groups). "
+        "Shared: weight rows and bias read as in the few-outputs kernel (broadcast 16-byte rows, up to "
+        "4 wavefronts per 128 distinct bytes; 1.7-2.5 here), staging stores 2-way at most.", degree=2),
+    "grad_weight_pointwise_rows_kernel": Floor(
+        0.90, 1.0,
+        "toRGB / fromRGB weight gradient on channels_last: groups of lanes over a slice of the long rows "
+        "(one contiguous run per group and pixel), the few-side values read by every lane of the group: "
+        + GOOD + " (93-95%: the 3-value rows as in the few-inputs kernel); the partial row written by "
+        "consecutive threads on consecutive addresses (100%). Shared: the warps' sums stored in the "
+        "weight's order with a padding word every 32 values, read back by consecutive threads: "
+        "conflict-free."),
     "split_k_finish_kernel": Floor(
         0.90, 1.0,
         "the conv's split-K reduction, elementwise in the output's memory order: each split's slice read "
@@ -247,15 +282,13 @@ FLOORS: dict[str, Floor] = {
         "target 90% (a fallback; the fast paths cover every other case)."),
     "grad_weight_finish_kernel": Floor(0.90, 1.0, "sums the partial buffers, contiguous: " + GOOD + "."),
     "pack_weight_kernel": Floor(
-        0.85, 1.0,
+        0.95, 1.0,
         "the igemm convs' weight operand in one launch (it replaced 10-30 small ATen ops): a block stages "
         "a 32 x 32 tile of raw taps with loads that follow the weight's memory order (co-major for the "
         "input gradient's transposed view) and writes each slot with lanes along co, the operand's "
-        "contiguous dimension: " + GOOD + " (partial rows only where Cout is padded, toRGB's 3 -> 4 or 8), "
-        "95-100% in every case but fromRGB on channels_last: its raw weight has 3 taps per co row (768 bytes "
-        "in all at 64 outputs), so a staging load has 3 active lanes and reads part of a sector, inherent to "
-        "3-tap rows; loads and stores together 86% (fp32) and 92% (bf16), bytes negligible (0.1 B/out). "
-        "Shared: a staged co row is 32 * 9 + 1 floats long, so the fold reads (lane = co) are conflict-free."),
+        "contiguous dimension: " + GOOD + " (partial rows only where Cout is padded). fromRGB on "
+        "channels_last, whose 3-tap weight rows read part of a sector per staging load (86-92%), took this "
+        "kernel until the channels_last pointwise kernels; every traced case is now at 100%. Shared: a staged co row is 32 * 9 + 1 floats long, so the fold reads (lane = co) are conflict-free."),
 }
 
 

@@ -178,27 +178,28 @@ at::Tensor grad_weight_pointwise_rows(const at::Tensor& x_in, const at::Tensor& 
   // Chunks of the pixels: about 2048 blocks in all, at least 8 pixels per group; grid.x < 2^31
   // always holds (P < 2^63 / 8 pixels), grid.y = slices <= 65535. Depends only on the shapes.
   const int64_t len = std::max(groups * 8, ceil_div(p.P * slices, 2048));
-  const int64_t chunks = ceil_div(p.P, len), rows = chunks * (kPointwiseThreads / 32), nw = Cout * Cin;
-  if (slices > 65535 || chunks >= (int64_t(1) << 31) || rows * nw > (int64_t(1) << 26)) return at::Tensor();
+  const int64_t chunks = ceil_div(p.P, len), nw = Cout * Cin;
+  if (slices > 65535 || chunks >= (int64_t(1) << 31) || chunks * nw > (int64_t(1) << 26)) return at::Tensor();
   p.chunk_len = len;
   const at::ScalarType acc_type = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  at::Tensor partial = at::empty({rows, nw}, x.options().dtype(acc_type).memory_format(at::MemoryFormat::Contiguous));
+  at::Tensor partial = at::empty({chunks, nw}, x.options().dtype(acc_type).memory_format(at::MemoryFormat::Contiguous));
   at::Tensor gw = at::empty({Cout, Cin, 1, 1}, x.options().memory_format(at::MemoryFormat::Contiguous));
   const cudaStream_t stream = current_stream();
   record_kernel_path("grad_weight.pointwise_rows");
   PROGAN_DISPATCH_FLOATING_TYPES(x.scalar_type(), "grad_weight_pointwise_rows_cuda", [&] {
     using acc = acc_t<scalar_t>;
+    constexpr int V = kVec<scalar_t>;
     const scalar_t* lp = lng.const_data_ptr<scalar_t>();
     const scalar_t* fp = (p.long_is_cout ? x : g).const_data_ptr<scalar_t>();
     const dim3 grid{unsigned(chunks), unsigned(slices)};
     if (use_vec)
-      PROGAN_LAUNCH((grad_weight_pointwise_rows_kernel<scalar_t, kVec<scalar_t>>), grid, 256, 0, stream, lp, fp,
+      PROGAN_LAUNCH((grad_weight_pointwise_rows_kernel<scalar_t, V>), grid, 256, 0, stream, lp, fp,
                     partial.mutable_data_ptr<acc>(), p);
     else
       PROGAN_LAUNCH((grad_weight_pointwise_rows_kernel<scalar_t, 1>), grid, 256, 0, stream, lp, fp,
                     partial.mutable_data_ptr<acc>(), p);
     PROGAN_LAUNCH(grad_weight_finish_kernel<scalar_t>, blocks_for(nw, 256), 256, 0, stream,
-                  partial.const_data_ptr<acc>(), gw.mutable_data_ptr<scalar_t>(), nw, rows, acc(scale));
+                  partial.const_data_ptr<acc>(), gw.mutable_data_ptr<scalar_t>(), nw, chunks, acc(scale));
   });
   return gw;
 }

@@ -216,34 +216,40 @@ at::Tensor conv_forward_impl(const at::Tensor& x_in, const at::Tensor& weight, c
       // NHWC: 16-byte accesses along the long rows when they are whole vectors and aligned.
       const bool vec = cl && longs % (16 / int64_t(x.element_size())) == 0 && aligned16(long_rows);
       const int lanes = cl ? lanes_per_row(vec ? ceil_div(longs, 16 / int64_t(x.element_size())) : longs) : 1;
-      if (ceil_div(pixels * lanes, kPointwiseThreads) < (int64_t(1) << 31)) {
+      // NHWC: kRowsPixels pixels per thread where a pixel per thread would take 512 blocks or more
+      // (256 or more remain, 2 per SM of an H100), else 1. Depends only on the shapes.
+      const int64_t blocks1 = ceil_div(pixels * lanes, kPointwiseThreads);
+      const int pix = cl && blocks1 >= 256 * kRowsPixels ? kRowsPixels : 1;
+      const int64_t blocks = ceil_div(pixels, int64_t(kPointwiseThreads / lanes) * pix);
+      if (blocks < (int64_t(1) << 31)) {
         record_kernel_path(cl ? "conv.pointwise_rows" : "conv.pointwise");
         PROGAN_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv_pointwise_cuda", [&] {
           using acc = acc_t<scalar_t>;
           constexpr int V = kVec<scalar_t>;
           auto* rn = inv_norm != nullptr ? inv_norm->mutable_data_ptr<acc>() : nullptr;
-          const unsigned blocks = unsigned(ceil_div(pixels * lanes, kPointwiseThreads));
           const scalar_t* xp = x.const_data_ptr<scalar_t>();
           const scalar_t* wp = weight.const_data_ptr<scalar_t>();
           const scalar_t* bp = b.defined() ? b.const_data_ptr<scalar_t>() : nullptr;
           scalar_t* yp = y.mutable_data_ptr<scalar_t>();
           const acc sc = static_cast<acc>(scale), al = static_cast<acc>(alpha);
           if (!cl && few_out)
-            PROGAN_LAUNCH(conv_pointwise_few_out_kernel<scalar_t>, blocks, 256, 0, stream, xp, wp, bp, yp, rn, p, sc, al);
+            PROGAN_LAUNCH(conv_pointwise_few_out_kernel<scalar_t>, unsigned(blocks), 256, 0, stream, xp, wp, bp, yp, rn,
+                          p, sc, al);
           else if (!cl)
-            PROGAN_LAUNCH(conv_pointwise_few_in_kernel<scalar_t>, blocks, 256, 0, stream, xp, wp, bp, yp, rn, p, sc, al);
+            PROGAN_LAUNCH(conv_pointwise_few_in_kernel<scalar_t>, unsigned(blocks), 256, 0, stream, xp, wp, bp, yp, rn,
+                          p, sc, al);
           else if (few_out && vec)
-            PROGAN_LAUNCH((conv_pointwise_rows_few_out_kernel<scalar_t, V>), blocks, 256, 0, stream, xp, wp, bp, yp,
-                          rn, p, lanes, sc, al);
+            PROGAN_LAUNCH((conv_pointwise_rows_few_out_kernel<scalar_t, V>), unsigned(blocks), 256, 0, stream, xp, wp, bp,
+                          yp, rn, p, lanes, pix, sc, al);
           else if (few_out)
-            PROGAN_LAUNCH((conv_pointwise_rows_few_out_kernel<scalar_t, 1>), blocks, 256, 0, stream, xp, wp, bp, yp,
-                          rn, p, lanes, sc, al);
+            PROGAN_LAUNCH((conv_pointwise_rows_few_out_kernel<scalar_t, 1>), unsigned(blocks), 256, 0, stream, xp, wp, bp,
+                          yp, rn, p, lanes, pix, sc, al);
           else if (vec)
-            PROGAN_LAUNCH((conv_pointwise_rows_few_in_kernel<scalar_t, V>), blocks, 256, 0, stream, xp, wp, bp, yp,
-                          rn, p, lanes, sc, al);
+            PROGAN_LAUNCH((conv_pointwise_rows_few_in_kernel<scalar_t, V>), unsigned(blocks), 256, 0, stream, xp, wp, bp,
+                          yp, rn, p, lanes, pix, sc, al);
           else
-            PROGAN_LAUNCH((conv_pointwise_rows_few_in_kernel<scalar_t, 1>), blocks, 256, 0, stream, xp, wp, bp, yp,
-                          rn, p, lanes, sc, al);
+            PROGAN_LAUNCH((conv_pointwise_rows_few_in_kernel<scalar_t, 1>), unsigned(blocks), 256, 0, stream, xp, wp, bp,
+                          yp, rn, p, lanes, pix, sc, al);
         });
         return y;
       }

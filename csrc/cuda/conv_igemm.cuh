@@ -4,9 +4,11 @@
 //
 // ---- Design note (continued from conv_geom.cuh) ---------------------------------------------------
 // Three forward paths, chosen on the host (conv_common.cuh, conv_forward_impl):
-//  * pointwise path (conv_pointwise.cuh; any dtype): 1x1 `same` convs on NCHW with <= 4
-//    channels on one side (toRGB, fromRGB, their input gradients), memory-bound: the planes are
-//    read in place, no NHWC copy, no padding; its weight gradient likewise (grad_weight_pointwise).
+//  * pointwise path (conv_pointwise.cuh; any dtype): 1x1 `same` convs with <= 4 channels on one
+//    side (toRGB, fromRGB, their input gradients), memory-bound: the input is read in place, no
+//    NHWC copy, no padding; a thread per pixel over the NCHW planes, a group of lanes per pixel
+//    over the NHWC rows (the `rows` kernels); the weight gradient likewise
+//    (grad_weight_pointwise, grad_weight_pointwise_rows).
 //  * simple path (any dtype incl. float64, any layout/shape): one thread per output element,
 //    accumulating in acc_t over Cin x taps in a fixed order. Obviously correct, slow.
 //  * implicit-GEMM fast path (igemm::conv_igemm_kernel) for float16/bfloat16 (WMMA m16n16k16)

@@ -1,19 +1,22 @@
-// 1x1 convolutions on NCHW with few input or few output channels: toRGB (Cout = 3), fromRGB
-// (Cin = 3), the input gradients of both (conv2d_resample with the weight transposed: Cin = 3,
-// Cout = 3) and their weight gradients. With at most kPointwiseFew channels on one side they do
-// about 2 x few FLOPs per element moved, far below the ~300 FLOPs per byte where H100 tensor
-// cores stop waiting for memory, so the tensor-core path only adds bytes there: the NHWC copy
-// of x, zero channels padded to the 16-byte vector and a 64-wide output tile that is 95%
-// padding. Instead one thread per output pixel reads its channels straight from the NCHW planes
-// (a warp's lanes are adjacent pixels, so every channel access is one contiguous run of the
-// plane), keeps the few channels of the short side in registers and writes each output once,
-// bias, activation and pixel norm applied (the same epilogue, in acc_t, as conv_simple_kernel
-// and the norm pass). Any dtype, float64 included.
+// 1x1 convolutions with few input or few output channels: toRGB (Cout = 3), fromRGB (Cin = 3),
+// the input gradients of both (conv2d_resample with the weight transposed: Cin = 3, Cout = 3) and
+// their weight gradients. With at most kPointwiseFew channels on one side they do about 2 x few
+// FLOPs per element moved, far below the ~300 FLOPs per byte where H100 tensor cores stop waiting
+// for memory, so the tensor-core path only adds bytes there: the NHWC copy of an NCHW x, zero
+// channels padded to the 16-byte vector and a 64-wide output tile that is 95% padding. Instead
+// the input is read in place, the few channels of the short side kept in registers and each
+// output written once, bias, activation and pixel norm applied (the same epilogue, in acc_t, as
+// conv_simple_kernel and the norm pass). Any dtype, float64 included. Two layouts:
+//  * NCHW: one thread per output pixel reads its channels straight from the planes (a warp's
+//    lanes are adjacent pixels, so every channel access is one contiguous run of the plane);
+//  * channels_last (the `rows` kernels, below): a group of lanes per pixel over its contiguous
+//    row of long-side channels, in 16-byte vectors where the rows allow.
 //
 // The weight times the scale is staged per block in shared memory as acc_t, in chunks of
 // kPointwiseChunk long-side channels laid out [chunk][few]: a thread reads the `few` weights of one
-// long-side channel with one broadcast load per value (no bank conflicts: every lane reads the
-// same address). Sums run over ci in order 0..Cin-1: deterministic, as every kernel here.
+// long-side channel (broadcast loads on NCHW, where every lane reads the same address; 16-byte
+// row loads on NHWC, the rows padded against bank conflicts). Sums run over ci in order
+// 0..Cin-1: deterministic, as every kernel here.
 #pragma once
 
 #include "conv_geom.cuh"
@@ -211,100 +214,147 @@ __global__ void grad_weight_pointwise_kernel(const T* __restrict__ lng, const T*
 // the long side is a multiple of it and the rows are 16-byte aligned; else 1), so that a warp's
 // access is one contiguous run of 32 / lanes rows. The few short-side values of the pixel are read
 // by every lane of its group (one address: one transaction). Sums over the group are group_sum (a
-// fixed xor order: deterministic). No grid-stride loop and no early exit before the last shuffle:
-// every lane reaches the barriers and the full-mask shuffles. grid = ceil(pixels * lanes / 256).
+// fixed xor order: deterministic).
+//
+// Each thread takes `pix` (1 or kRowsPixels, chosen by the host from the grid size) pixels,
+// `groups` = blockDim.x / lanes apart, so that every weight row a lane reads from shared memory
+// serves pix pixels: with one pixel per thread, toRGB in bf16 would read 8 rows of 16 bytes
+// (4 quarter-warp wavefronts each) per 16 bytes of x, as many shared wavefronts per SM and
+// clock as the HBM delivers bytes / 16, so shared memory would cap the kernel at the copy
+// ceiling; at 2 it has twice that headroom. The pix loads of a step are independent, which also
+// keeps more bytes in flight per thread. (4 pixels per thread took 65-110 registers: 25-37.5%
+// occupancy on an H100.) A pixel's sums run in the same order for every pix: the result does not depend on it.
+// No grid-stride loop, and the loop bounds are uniform over the block: every lane reaches the
+// barriers and the full-mask shuffles. grid = ceil(pixels / (groups * pix)).
+constexpr int kRowsPixels = 2;
 
-// Few outputs (toRGB; fromRGB's input gradient): lane gl of pixel q's group sums its channels
-// gl*VEC + t (+ lanes*VEC per step) into acc[f], the group adds the lanes' sums, then every lane of
-// the group runs the epilogue and lane f % lanes stores output f (the row of Cout values).
+// Few outputs (toRGB; fromRGB's input gradient): lane gl of each of its pixels' groups sums its
+// channels gl*VEC + t (+ lanes*VEC per step) into a[k][f], the group adds the lanes' sums, then
+// every lane of the group runs the epilogue and lane f % lanes stores output f of the pixel's row.
 template <typename T, int VEC>
 __global__ void conv_pointwise_rows_few_out_kernel(const T* __restrict__ x, const T* __restrict__ w,
                                                    const T* __restrict__ bias, T* __restrict__ y,
                                                    acc_t<T>* __restrict__ rnorm, PointwiseParams p, int lanes,
-                                                   acc_t<T> scale, acc_t<T> alpha) {
+                                                   int pix, acc_t<T> scale, acc_t<T> alpha) {
   using acc = acc_t<T>;
   constexpr int kGroup = VEC > 1 ? VEC : 0;
   PROGAN_SHARED_ALIGNED(acc, ws, pw_row<kGroup>(kPointwiseChunk) * kPointwiseFew, alignof(Vec<acc, kPointwiseFew>));
-  const int gl = int(threadIdx.x) % lanes;
-  const int64_t q = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / lanes;
-  const bool valid = q < p.N * p.S;
-  const T* xp = x + (valid ? q : 0) * p.Cin;  // in-range pointers only
-  acc a[kPointwiseFew] = {};
+  const int gl = int(threadIdx.x) % lanes, groups = int(blockDim.x) / lanes;
+  const int64_t P = p.N * p.S;
+  const int64_t q0 = int64_t(blockIdx.x) * groups * pix + threadIdx.x / lanes;  // pixel k: q0 + k * groups
+  acc a[kRowsPixels][kPointwiseFew] = {};
   for (int64_t c0 = 0; c0 < p.Cin; c0 += kPointwiseChunk) {
     __syncthreads();  // the previous chunk's weights are no longer read
     pointwise_stage<T, kGroup>(w, static_cast<const T*>(nullptr), p, /*long_is_cout=*/false, c0, scale, ws,
                                static_cast<acc*>(nullptr));
     __syncthreads();
     const int len = int(p.Cin - c0 < kPointwiseChunk ? p.Cin - c0 : kPointwiseChunk);  // a multiple of VEC
-    if (!valid) continue;
     for (int i = gl * VEC; i < len; i += lanes * VEC) {
-      const Vec<T, VEC> v = load_vec<T, VEC>(xp + c0 + i);
+      Vec<T, VEC> v[kRowsPixels];
+#pragma unroll
+      for (int k = 0; k < kRowsPixels; ++k) {
+        const int64_t q = q0 + int64_t(k) * groups;
+        if (k < pix && q < P) {
+          v[k] = load_vec<T, VEC>(x + q * p.Cin + c0 + i);
+        } else {
+#pragma unroll
+          for (int t = 0; t < VEC; ++t) v[k].v[t] = T(0);
+        }
+      }
 #pragma unroll
       for (int t = 0; t < VEC; ++t) {
-        const acc xv = static_cast<acc>(v.v[t]);
         const Vec<acc, kPointwiseFew> wr = load_vec<acc, kPointwiseFew>(ws + pw_row<kGroup>(i + t) * kPointwiseFew);
 #pragma unroll
-        for (int f = 0; f < kPointwiseFew; ++f) a[f] += wr.v[f] * xv;
+        for (int k = 0; k < kRowsPixels; ++k) {
+          const acc xv = static_cast<acc>(v[k].v[t]);
+#pragma unroll
+          for (int f = 0; f < kPointwiseFew; ++f) a[k][f] += wr.v[f] * xv;
+        }
       }
     }
   }
 #pragma unroll
-  for (int f = 0; f < kPointwiseFew; ++f) a[f] = group_sum(a[f], lanes);
-  if (!valid) return;
-  const acc r = few_out_epilogue(a, bias, p, alpha);
-  if (rnorm != nullptr && gl == 0) rnorm[q] = r;
-  T* yp = y + q * p.Cout;
+  for (int k = 0; k < kRowsPixels; ++k) {
+    if (k >= pix) break;  // uniform
 #pragma unroll
-  for (int f = 0; f < kPointwiseFew; ++f)
-    if (f < p.Cout && f % lanes == gl) yp[f] = static_cast<T>(p.pixel_norm ? a[f] * r : a[f]);
+    for (int f = 0; f < kPointwiseFew; ++f) a[k][f] = group_sum(a[k][f], lanes);
+    const int64_t q = q0 + int64_t(k) * groups;
+    if (q >= P) continue;
+    const acc r = few_out_epilogue(a[k], bias, p, alpha);
+    if (rnorm != nullptr && gl == 0) rnorm[q] = r;
+    T* yp = y + q * p.Cout;
+#pragma unroll
+    for (int f = 0; f < kPointwiseFew; ++f)
+      if (f < p.Cout && f % lanes == gl) yp[f] = static_cast<T>(p.pixel_norm ? a[k][f] * r : a[k][f]);
+  }
 }
 
-// Few inputs (fromRGB; toRGB's input gradient): every lane of pixel q's group holds the Cin values,
-// lane gl computes outputs gl*VEC + t (+ lanes*VEC per step) and stores them as one vector. With pixel
-// norm a first pass sums the squares, group_sum gives the row's sum, and the second pass recomputes
-// the outputs (a few FMAs each) to store them normalized.
+// Few inputs (fromRGB; toRGB's input gradient): every lane of a pixel's group holds the pixel's Cin
+// values, lane gl computes outputs gl*VEC + t (+ lanes*VEC per step) and stores them as one vector.
+// With pixel norm a first pass sums the squares, group_sum gives the row's sum, and the second pass
+// recomputes the outputs (a few FMAs each) to store them normalized.
 template <typename T, int VEC>
 __global__ void conv_pointwise_rows_few_in_kernel(const T* __restrict__ x, const T* __restrict__ w,
                                                   const T* __restrict__ bias, T* __restrict__ y,
                                                   acc_t<T>* __restrict__ rnorm, PointwiseParams p, int lanes,
-                                                  acc_t<T> scale, acc_t<T> alpha) {
+                                                  int pix, acc_t<T> scale, acc_t<T> alpha) {
   using acc = acc_t<T>;
   constexpr int kGroup = VEC > 1 ? VEC : 0;
   PROGAN_SHARED_ALIGNED(acc, ws, pw_row<kGroup>(kPointwiseChunk) * kPointwiseFew, alignof(Vec<acc, kPointwiseFew>));
   PROGAN_SHARED(acc, bs, pw_row<kGroup>(kPointwiseChunk));
-  const int gl = int(threadIdx.x) % lanes;
-  const int64_t q = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / lanes;
-  const bool valid = q < p.N * p.S;
-  acc xv[kPointwiseFew];
+  const int gl = int(threadIdx.x) % lanes, groups = int(blockDim.x) / lanes;
+  const int64_t P = p.N * p.S;
+  const int64_t q0 = int64_t(blockIdx.x) * groups * pix + threadIdx.x / lanes;  // pixel k: q0 + k * groups
+  acc xv[kRowsPixels][kPointwiseFew], ss[kRowsPixels], r[kRowsPixels];
 #pragma unroll
-  for (int f = 0; f < kPointwiseFew; ++f) xv[f] = valid && f < p.Cin ? static_cast<acc>(x[q * p.Cin + f]) : acc(0);
-  T* yp = y + (valid ? q : 0) * p.Cout;
-  acc ss = acc(0), r = acc(1);
-  for (int pass = p.pixel_norm ? 0 : 1; pass < 2; ++pass) {  // pass 0: the sum of squares only
-    if (pass == 1 && p.pixel_norm) r = acc(1) / sqrt(group_sum(ss, lanes) / acc(p.Cout) + acc(1e-8));
+  for (int k = 0; k < kRowsPixels; ++k) {
+    const int64_t q = q0 + int64_t(k) * groups;
+#pragma unroll
+    for (int f = 0; f < kPointwiseFew; ++f)
+      xv[k][f] = k < pix && q < P && f < p.Cin ? static_cast<acc>(x[q * p.Cin + f]) : acc(0);
+    ss[k] = acc(0);
+    r[k] = acc(1);
+  }
+  for (int pass = p.pixel_norm ? 0 : 1; pass < 2; ++pass) {  // pass 0: the sums of squares only
+    if (pass == 1 && p.pixel_norm) {
+#pragma unroll
+      for (int k = 0; k < kRowsPixels; ++k) r[k] = acc(1) / sqrt(group_sum(ss[k], lanes) / acc(p.Cout) + acc(1e-8));
+    }
     for (int64_t c0 = 0; c0 < p.Cout; c0 += kPointwiseChunk) {
       __syncthreads();
       pointwise_stage<T, kGroup>(w, bias, p, /*long_is_cout=*/true, c0, scale, ws, bs);
       __syncthreads();
       const int len = int(p.Cout - c0 < kPointwiseChunk ? p.Cout - c0 : kPointwiseChunk);  // a multiple of VEC
-      if (!valid) continue;
       for (int i = gl * VEC; i < len; i += lanes * VEC) {
-        Vec<T, VEC> out;
+        Vec<T, VEC> out[kRowsPixels];
 #pragma unroll
         for (int t = 0; t < VEC; ++t) {
           const Vec<acc, kPointwiseFew> wr = load_vec<acc, kPointwiseFew>(ws + pw_row<kGroup>(i + t) * kPointwiseFew);
-          acc v = acc(0);
+          const acc b = bias != nullptr ? bs[pw_row<kGroup>(i + t)] : acc(0);
 #pragma unroll
-          for (int f = 0; f < kPointwiseFew; ++f) v += wr.v[f] * xv[f];
-          v = apply_act(bias != nullptr ? v + bs[pw_row<kGroup>(i + t)] : v, p.lrelu, alpha);
-          if (pass == 0) ss += v * v;
-          else out.v[t] = static_cast<T>(p.pixel_norm ? v * r : v);
+          for (int k = 0; k < kRowsPixels; ++k) {
+            acc v = acc(0);
+#pragma unroll
+            for (int f = 0; f < kPointwiseFew; ++f) v += wr.v[f] * xv[k][f];
+            v = apply_act(v + b, p.lrelu, alpha);
+            if (pass == 0) ss[k] += v * v;
+            else out[k].v[t] = static_cast<T>(p.pixel_norm ? v * r[k] : v);
+          }
         }
-        if (pass == 1) store_vec<T, VEC>(yp + c0 + i, out);
+        if (pass == 0) continue;
+#pragma unroll
+        for (int k = 0; k < kRowsPixels; ++k) {
+          const int64_t q = q0 + int64_t(k) * groups;
+          if (k < pix && q < P) store_vec<T, VEC>(y + q * p.Cout + c0 + i, out[k]);
+        }
       }
     }
   }
-  if (valid && rnorm != nullptr && gl == 0) rnorm[q] = r;
+#pragma unroll
+  for (int k = 0; k < kRowsPixels; ++k) {
+    const int64_t q = q0 + int64_t(k) * groups;
+    if (k < pix && q < P && rnorm != nullptr && gl == 0) rnorm[q] = r[k];
+  }
 }
 
 // Weight gradient on NHWC: gw[co][ci] = scale * sum over pixels of g[p][co] * x[p][ci], `lng` the
@@ -312,9 +362,11 @@ __global__ void conv_pointwise_rows_few_in_kernel(const T* __restrict__ x, const
 // (chunks, slices): block (c, sl) sums the pixels [c * chunk_len, (c + 1) * chunk_len) for the long
 // channels of slice sl, lanes * VEC of them; groups of `lanes` lanes take the chunk's pixels in turn,
 // lane gl holding VEC x F sums for its VEC channels (reads: a contiguous lanes * VEC run per row,
-// the few values a broadcast). Then the warp's groups add up (xor over the lanes with the same gl,
-// a fixed order) and lane gl of each warp writes partial row c * warps + warp; the finish kernel
-// adds the rows in order and applies the scale: deterministic.
+// the few values a broadcast). Then the warp's groups add up (xor over the lanes with the same gl),
+// the warps' sums meet in shared memory in the weight's order (j: the slice's values as they lie in
+// gw), and thread j adds the 8 warps' values for j in order and writes partial row c, consecutive
+// threads on consecutive addresses of gw. The finish kernel adds the rows in order and applies the
+// scale: deterministic.
 struct PointwiseRowsGradParams {
   int64_t P, L, F;    // pixels (N * H * W), long-side and few-side channels
   int64_t chunk_len;
@@ -322,13 +374,22 @@ struct PointwiseRowsGradParams {
   bool long_is_cout;  // fromRGB: the long side is the output (gradient) side
 };
 
+// A warp's row of the reduction buffer: up to 32 * VEC channels x kPointwiseFew values, with a
+// word of padding after every 32 (value j at j + j / 32) so that the lanes' stores, VEC or VEC * F
+// values apart, spread over the banks.
+template <int VEC>
+constexpr int kPwRedRow = 32 * VEC * kPointwiseFew + VEC * kPointwiseFew;
+
 template <typename T, int VEC>
 __global__ void grad_weight_pointwise_rows_kernel(const T* __restrict__ lng, const T* __restrict__ few,
                                                   acc_t<T>* __restrict__ partial, PointwiseRowsGradParams p) {
   using acc = acc_t<T>;
-  const int lanes = p.lanes, gl = int(threadIdx.x) % lanes;
-  const int group = int(threadIdx.x) / lanes, groups = int(blockDim.x) / lanes;
-  const int64_t c = int64_t(blockIdx.y) * lanes * VEC + int64_t(gl) * VEC;  // this lane's first channel
+  constexpr int kWarps = kPointwiseThreads / 32;
+  PROGAN_SHARED(acc, red, kWarps * kPwRedRow<VEC>);
+  const int lanes = p.lanes, gl = int(threadIdx.x) % lanes, warp = int(threadIdx.x) / 32;
+  const int group = int(threadIdx.x) / lanes, groups = int(blockDim.x) / lanes, sw = lanes * VEC;
+  const int64_t cs = int64_t(blockIdx.y) * sw;  // the slice's first channel
+  const int64_t c = cs + int64_t(gl) * VEC;     // this lane's first channel
   const bool own = c < p.L;  // VEC > 1: L is a multiple of VEC, so the whole vector is in range
   const int64_t s0 = int64_t(blockIdx.x) * p.chunk_len;
   const int64_t s1 = s0 + p.chunk_len < p.P ? s0 + p.chunk_len : p.P;
@@ -345,19 +406,27 @@ __global__ void grad_weight_pointwise_rows_kernel(const T* __restrict__ lng, con
         for (int f = 0; f < kPointwiseFew; ++f) sum[t][f] += static_cast<acc>(v.v[t]) * fv[f];
     }
   }
+  const auto slot = [&](int j) { return j + j / 32; };
+  const auto order = [&](int cl, int f) { return p.long_is_cout ? cl * int(p.F) + f : f * sw + cl; };
 #pragma unroll
-  for (int t = 0; t < VEC; ++t)
+  for (int t = 0; t < VEC; ++t) {
 #pragma unroll
-    for (int f = 0; f < kPointwiseFew; ++f)
+    for (int f = 0; f < kPointwiseFew; ++f) {
       for (int off = 16; off >= lanes; off >>= 1) sum[t][f] += __shfl_xor_sync(0xffffffffu, sum[t][f], off);
-  if (!own || int(threadIdx.x) % 32 >= lanes) return;
+      if (int(threadIdx.x) % 32 < lanes && f < p.F)
+        red[warp * kPwRedRow<VEC> + slot(order(gl * VEC + t, f))] = sum[t][f];
+    }
+  }
+  __syncthreads();
   const int64_t nw = p.L * p.F;
-  acc* out = partial + (int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32) * nw;
+  for (int j = int(threadIdx.x); j < sw * int(p.F); j += int(blockDim.x)) {
+    const int cl = p.long_is_cout ? j / int(p.F) : j % sw, f = p.long_is_cout ? j % int(p.F) : j / sw;
+    if (cs + cl >= p.L) continue;  // the last slice's channels past L
+    acc v = acc(0);
 #pragma unroll
-  for (int t = 0; t < VEC; ++t)
-#pragma unroll
-    for (int f = 0; f < kPointwiseFew; ++f)
-      if (f < p.F) out[p.long_is_cout ? (c + t) * p.F + f : f * p.L + c + t] = sum[t][f];
+    for (int w = 0; w < kWarps; ++w) v += red[w * kPwRedRow<VEC> + slot(j)];
+    partial[int64_t(blockIdx.x) * nw + (p.long_is_cout ? (cs + cl) * p.F + f : f * p.L + cs + cl)] = v;
+  }
 }
 
 }  // namespace cuda
