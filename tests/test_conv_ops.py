@@ -186,6 +186,23 @@ def test_1x1_paths_channels_last_fp32(cin, cout, hw):
     torch.testing.assert_close(y.double(), want, rtol=1e-4, atol=1e-4)
 
 
+@needs_ext
+@pytest.mark.parametrize("k,flips", [(1, False), (3, True)])
+def test_input_gradient_flips_only_kernels_with_more_than_one_tap(k, flips):
+    """The adjoint of a 1x1 kernel is its transposed view: its backward makes no flip copy (a 3x3
+    kernel's backward does, which shows the probe sees the op)."""
+    x, w, b = _inputs("eq_conv2d", 2, 5, 3, 6, 6, k, torch.float32, "cpu")
+    x.requires_grad_(True)
+    y = ops.eq_conv2d(x, w, b, gain=1.0, act="linear")
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        (gx,) = torch.autograd.grad(y, x, torch.ones_like(y))
+    assert ("aten::flip" in {e.key for e in prof.key_averages()}) == flips
+    xd = x.detach().double().requires_grad_(True)
+    (want,) = torch.autograd.grad(F.conv2d(xd, w.double() / math.sqrt(5 * k * k), b.double(), padding=k // 2), xd,
+                                  torch.ones_like(y, dtype=torch.float64))
+    torch.testing.assert_close(gx.double(), want, rtol=1e-4, atol=1e-4)
+
+
 # ----------------------------------------------------------------------------------------------
 # Autograd: first and second derivatives in float64 through the compiled ops.
 

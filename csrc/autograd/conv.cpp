@@ -45,9 +45,12 @@ const char* mode_name(int mode) { return mode == kUp ? "up" : mode == kDown ? "d
 
 int parse_mode(c10::string_view m) { return m == "up" ? kUp : m == "down" ? kDown : kSame; }
 
-// dR(x, w, scale, mode)/dx^T g: the mirrored mode with the adjoint kernel.
+// dR(x, w, scale, mode)/dx^T g: the mirrored mode with the adjoint kernel. A 1x1 kernel is its own
+// mirror, so its adjoint is the transposed view of w, without the copy flip() makes (every kernel
+// reads strided weights): one launch less per toRGB / fromRGB backward.
 at::Tensor grad_input(const at::Tensor& g, const at::Tensor& w, double scale, int mode) {
-  const at::Tensor adjoint = w.flip({2, 3}).transpose(0, 1);
+  const bool one_tap = w.size(2) == 1 && w.size(3) == 1;
+  const at::Tensor adjoint = (one_tap ? w : w.flip({2, 3})).transpose(0, 1);
   if (mode == kUp) return Ops::conv2d_resample(g, adjoint, scale * 4.0, "down");
   if (mode == kDown) return Ops::conv2d_resample(g, adjoint, scale * 0.25, "up");
   return Ops::conv2d_resample(g, adjoint, scale, "same");
