@@ -209,9 +209,18 @@ def test_sigkill_at_random_points_then_resume_completes(tmp_path):
         resumed = _resumed_nimg((tmp_path / f"attempt{kills}.out").read_text())
         assert resumed is not None and resumed >= max(complete), (seed, resumed, complete)
         resumed_at.append(resumed)
-    assert proc.wait(timeout=300) == 0, (seed, (tmp_path / f"attempt{kills}.out").read_text())
+
+    def finish(p, name):  # the return code; on a timeout a failure that names the seed (wait() alone would not)
+        try:
+            return p.wait(timeout=300)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            pytest.fail(f"seed {seed}: {name} still running after 300 s; its output:\n"
+                        + (tmp_path / f"{name}.out").read_text()[-2000:])
+
+    assert finish(proc, f"attempt{kills}") == 0, (seed, (tmp_path / f"attempt{kills}.out").read_text())
     log.close()
-    assert straight.wait(timeout=300) == 0
+    assert finish(straight, "straight") == 0, seed
     straight_log.close()
     assert kills == 3, seed
     assert resumed_at == sorted(resumed_at), (seed, resumed_at)
