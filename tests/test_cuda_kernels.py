@@ -246,6 +246,9 @@ GRAD_WEIGHT_CASES = [
     ("same", "tf32", "nchw", 3, 16, {"grad_weight.igemm_tf32", "grad_weight.channels_padded"}),  # fromRGB
     ("same", "tf32", "channels_last", 16, 3, {"grad_weight.igemm_tf32", "grad_weight.channels_padded"}),  # toRGB
     ("same", torch.float64, "channels_last", 5, 7, {"grad_weight.simple"}),
+    # the simple path's channels_last kernel: lanes on 32 input channels (40, 33: a ragged 2nd block)
+    ("up", torch.float32, "channels_last", 40, 6, {"grad_weight.simple"}),  # TF32 off
+    ("down", torch.float64, "channels_last", 33, 5, {"grad_weight.simple"}),
 ]
 
 
@@ -264,7 +267,9 @@ GRAD_WEIGHT_CHUNK_CASES = [
     ("down", torch.bfloat16, "nchw", 8, 16, {"grad_weight.igemm"}, 3, 10, 14),    # 5 x 7 outputs
     ("down", torch.float64, "nchw", 2, 3, {"grad_weight.simple"}, 2, 32, 32),     # 2 chunks of 256
     ("same", torch.float64, "channels_last", 16, 16, {"grad_weight.simple"}, 3, 64, 48),  # 2304 weights:
-]                                                                       # 2 chunks (at most 8192 pixels)
+                                                                        # 2 chunks (at most 8192 pixels)
+    ("up", torch.float64, "channels_last", 4, 3, {"grad_weight.simple"}, 2, 40, 40),  # 19 chunks of 674
+]
 
 
 @pytest.mark.parametrize("case", GRAD_WEIGHT_CHUNK_CASES,

@@ -149,14 +149,16 @@ FAMILIES = [
            r"grad_weight_pointwise_rows_kernel)<", 256, 50.0, False,
            "1x1 convs with <= 4 channels on one side (toRGB, fromRGB, their gradients; NCHW and the "
            "channels_last `rows` kernels): about 2 x 4 FLOPs per element moved, so bandwidth-bound like the "
-           "elementwise kernels (same Little's-law argument, 50%); the staged weights and bias (4-5 KB per "
-           "block, 8-15 KB in float64) leave room for 8 blocks."),
+           "elementwise kernels (same Little's-law argument, 50%); shared memory never limits them before "
+           "the registers do: 4-10 KB per block on NCHW (staged weights and bias), 12-14 KB in the rows "
+           "forward kernels (24-32 KB in float64: also the block's staged few-channel rows), up to 33 KB "
+           "in the rows weight gradient (its reduction buffer: 6 blocks)."),
     Family("weight packing", r"\bpack_weight_kernel<", 256, 50.0, False,
            "one small launch per tensor-core conv call (the weight operand, <= 9.4 MB at 512 channels): "
            "a 32 x 32 tile of raw taps staged in 37 KB of shared memory, then one coalesced store per "
            "slot and lane. 50% keeps enough tiles in flight to cover the staging loads; today registers "
            "(40) and shared memory both allow 6 blocks of 8 warps per SM (75%)."),
-    Family("simple conv (fallback)", r"\b(conv_simple_kernel|grad_weight_partial_kernel)<", 256, 37.5, False,
+    Family("simple conv (fallback)", r"\b(conv_simple_kernel|grad_weight_partial(_rows)?_kernel)<", 256, 37.5, False,
            "the untuned fallback (float64, float32 without TF32, unaligned shapes): a loop of dependent "
            "FMAs over Cin x taps on L1/L2-resident data (weights broadcast across the warp). 3 blocks "
            "(6 warps per scheduler) cover that L1 latency; float64 needs 68 registers for it today "

@@ -248,11 +248,31 @@ at::Tensor conv2d_resample_grad_weight_cuda(const at::Tensor& x_in, const at::Te
   record_kernel_path("grad_weight.simple");
   PROGAN_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv2d_resample_grad_weight_cuda", [&] {
     using acc = acc_t<scalar_t>;
-    const dim3 grid{unsigned(nw), unsigned(chunks)};
-    const int threads = threads_for(chunk_len);  // one warp for a 4x4 layer's 16 pixels per sample
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
     const scalar_t* gp = g.const_data_ptr<scalar_t>();
     acc* pp = partial.mutable_data_ptr<acc>();
+    const int threads = threads_for(chunk_len);  // one warp for a 4x4 layer's 16 pixels per sample
+    if (cl) {  // lanes on 32 adjacent input channels, warps on pixels: a block per 32 weight elements
+      const dim3 grid{unsigned(nw / cin * ceil_div(cin, int64_t(32))), unsigned(chunks)};
+      switch (mode) {
+        case ConvMode::Same:
+          PROGAN_LAUNCH((grad_weight_partial_rows_kernel<scalar_t, ConvMode::Same>), grid, threads, 0, stream, xp,
+                        gp, pp, geom, k, chunk_len);
+          break;
+        case ConvMode::Up:
+          PROGAN_LAUNCH((grad_weight_partial_rows_kernel<scalar_t, ConvMode::Up>), grid, threads, 0, stream, xp,
+                        gp, pp, geom, k, chunk_len);
+          break;
+        case ConvMode::Down:
+          PROGAN_LAUNCH((grad_weight_partial_rows_kernel<scalar_t, ConvMode::Down>), grid, threads, 0, stream, xp,
+                        gp, pp, geom, k, chunk_len);
+          break;
+      }
+      PROGAN_LAUNCH(grad_weight_finish_kernel<scalar_t>, blocks_for(nw, 256), 256, 0, stream,
+                    partial.const_data_ptr<acc>(), gw.mutable_data_ptr<scalar_t>(), nw, chunks, acc(scale));
+      return;
+    }
+    const dim3 grid{unsigned(nw), unsigned(chunks)};
     switch (mode) {
       case ConvMode::Same:
         PROGAN_LAUNCH((grad_weight_partial_kernel<scalar_t, ConvMode::Same>), grid, threads, 0, stream, xp, gp, pp,

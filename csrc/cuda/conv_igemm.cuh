@@ -57,7 +57,9 @@
 //    kernel with the transposed folds (conv2d_resample.cu).
 //  * simple path (everything else): straight from the definition (no phase algebra): grid
 //    (weight element, pixel chunk), each block reduces its chunk with a fixed-order block_sum into
-//    a workspace; a second kernel sums the chunks in order.
+//    a workspace; a second kernel sums the chunks in order. On channels_last a block takes 32
+//    adjacent input channels of one (co, tap) instead, lanes on the channels (contiguous in a
+//    pixel's row), warps on pixels (grad_weight_partial_rows_kernel).
 //  Both deterministic: the chunk counts depend only on the shapes.
 // --------------------------------------------------------------------------------------------------
 #pragma once

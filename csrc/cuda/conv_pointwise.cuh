@@ -228,9 +228,27 @@ __global__ void grad_weight_pointwise_kernel(const T* __restrict__ lng, const T*
 // barriers and the full-mask shuffles. grid = ceil(pixels / (groups * pix)).
 constexpr int kRowsPixels = 2;
 
+// The few-side rows of a block's pixels [qb, qb + nb) are one contiguous run of nb * F values (F =
+// the few channels, a 3-value row for RGB). Read or written per pixel by its group, each of the F
+// requests of a warp would touch the sectors of the warp's whole run (36-50% of the bytes moved
+// used); so the run goes through shared memory, moved by consecutive threads on consecutive
+// elements (every sector whole), and the groups read / write their pixels' values there.
+constexpr int kFewStage = kRowsPixels * kPointwiseThreads * kPointwiseFew;  // at most: 1 lane per pixel
+
+template <typename T>
+__device__ __forceinline__ void few_rows_load(const T* __restrict__ src, acc_t<T>* fs, int n) {
+  for (int i = int(threadIdx.x); i < n; i += int(blockDim.x)) fs[i] = static_cast<acc_t<T>>(src[i]);
+}
+
+template <typename T>
+__device__ __forceinline__ void few_rows_store(T* __restrict__ dst, const acc_t<T>* fs, int n) {
+  for (int i = int(threadIdx.x); i < n; i += int(blockDim.x)) dst[i] = static_cast<T>(fs[i]);
+}
+
 // Few outputs (toRGB; fromRGB's input gradient): lane gl of each of its pixels' groups sums its
 // channels gl*VEC + t (+ lanes*VEC per step) into a[k][f], the group adds the lanes' sums, then
-// every lane of the group runs the epilogue and lane f % lanes stores output f of the pixel's row.
+// every lane of the group runs the epilogue and lane f % lanes puts output f of the pixel's row in
+// the block's staged output rows, which the block then stores in one contiguous run.
 template <typename T, int VEC>
 __global__ void conv_pointwise_rows_few_out_kernel(const T* __restrict__ x, const T* __restrict__ w,
                                                    const T* __restrict__ bias, T* __restrict__ y,
@@ -239,6 +257,7 @@ __global__ void conv_pointwise_rows_few_out_kernel(const T* __restrict__ x, cons
   using acc = acc_t<T>;
   constexpr int kGroup = VEC > 1 ? VEC : 0;
   PROGAN_SHARED_ALIGNED(acc, ws, pw_row<kGroup>(kPointwiseChunk) * kPointwiseFew, alignof(Vec<acc, kPointwiseFew>));
+  PROGAN_SHARED(acc, fs, kFewStage);
   const int gl = int(threadIdx.x) % lanes, groups = int(blockDim.x) / lanes;
   const int64_t P = p.N * p.S;
   const int64_t q0 = int64_t(blockIdx.x) * groups * pix + threadIdx.x / lanes;  // pixel k: q0 + k * groups
@@ -282,15 +301,20 @@ __global__ void conv_pointwise_rows_few_out_kernel(const T* __restrict__ x, cons
     if (q >= P) continue;
     const acc r = few_out_epilogue(a[k], bias, p, alpha);
     if (rnorm != nullptr && gl == 0) rnorm[q] = r;
-    T* yp = y + q * p.Cout;
+    acc* row = fs + (int(threadIdx.x) / lanes + k * groups) * int(p.Cout);  // pixel q's staged row
 #pragma unroll
     for (int f = 0; f < kPointwiseFew; ++f)
-      if (f < p.Cout && f % lanes == gl) yp[f] = static_cast<T>(p.pixel_norm ? a[k][f] * r : a[k][f]);
+      if (f < p.Cout && f % lanes == gl) row[f] = p.pixel_norm ? a[k][f] * r : a[k][f];
   }
+  __syncthreads();
+  const int64_t qb = int64_t(blockIdx.x) * groups * pix;  // the block's first pixel, and its pixel count:
+  const int nb = int(P - qb < groups * pix ? P - qb : int64_t(groups) * pix);
+  few_rows_store(y + qb * p.Cout, fs, nb * int(p.Cout));
 }
 
 // Few inputs (fromRGB; toRGB's input gradient): every lane of a pixel's group holds the pixel's Cin
-// values, lane gl computes outputs gl*VEC + t (+ lanes*VEC per step) and stores them as one vector.
+// values (from the block's staged input rows), lane gl computes outputs gl*VEC + t (+ lanes*VEC
+// per step) and stores them as one vector.
 // With pixel norm a first pass sums the squares, group_sum gives the row's sum, and the second pass
 // recomputes the outputs (a few FMAs each) to store them normalized.
 template <typename T, int VEC>
@@ -302,16 +326,21 @@ __global__ void conv_pointwise_rows_few_in_kernel(const T* __restrict__ x, const
   constexpr int kGroup = VEC > 1 ? VEC : 0;
   PROGAN_SHARED_ALIGNED(acc, ws, pw_row<kGroup>(kPointwiseChunk) * kPointwiseFew, alignof(Vec<acc, kPointwiseFew>));
   PROGAN_SHARED(acc, bs, pw_row<kGroup>(kPointwiseChunk));
+  PROGAN_SHARED(acc, fs, kFewStage);
   const int gl = int(threadIdx.x) % lanes, groups = int(blockDim.x) / lanes;
   const int64_t P = p.N * p.S;
-  const int64_t q0 = int64_t(blockIdx.x) * groups * pix + threadIdx.x / lanes;  // pixel k: q0 + k * groups
+  const int64_t qb = int64_t(blockIdx.x) * groups * pix;                       // the block's first pixel
+  const int nb = int(P - qb < groups * pix ? P - qb : int64_t(groups) * pix);  // and its pixel count
+  const int64_t q0 = qb + threadIdx.x / lanes;                                 // pixel k: q0 + k * groups
+  few_rows_load(x + qb * p.Cin, fs, nb * int(p.Cin));
+  __syncthreads();
   acc xv[kRowsPixels][kPointwiseFew], ss[kRowsPixels], r[kRowsPixels];
 #pragma unroll
   for (int k = 0; k < kRowsPixels; ++k) {
     const int64_t q = q0 + int64_t(k) * groups;
+    const acc* row = fs + (int(threadIdx.x) / lanes + k * groups) * int(p.Cin);  // pixel q's staged row
 #pragma unroll
-    for (int f = 0; f < kPointwiseFew; ++f)
-      xv[k][f] = k < pix && q < P && f < p.Cin ? static_cast<acc>(x[q * p.Cin + f]) : acc(0);
+    for (int f = 0; f < kPointwiseFew; ++f) xv[k][f] = k < pix && q < P && f < p.Cin ? row[f] : acc(0);
     ss[k] = acc(0);
     r[k] = acc(1);
   }
