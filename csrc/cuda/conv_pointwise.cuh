@@ -212,9 +212,10 @@ __global__ void grad_weight_pointwise_kernel(const T* __restrict__ lng, const T*
 // load). Instead, as in pixel_norm_rows_kernel, `lanes` = lanes_per_row(long / VEC) lanes share a
 // pixel and each takes VEC adjacent long-side channels per access (VEC = kVec<T>, 16 bytes, when
 // the long side is a multiple of it and the rows are 16-byte aligned; else 1), so that a warp's
-// access is one contiguous run of 32 / lanes rows. The few short-side values of the pixel are read
-// by every lane of its group (one address: one transaction). Sums over the group are group_sum (a
-// fixed xor order: deterministic).
+// access is one contiguous run of 32 / lanes rows. The few short-side values of the block's pixels
+// go through shared memory (few_rows_load / few_rows_store, below), where every lane of a pixel's
+// group reads them (one address: a broadcast). Sums over the group are group_sum (a fixed xor
+// order: deterministic).
 //
 // Each thread takes `pix` (1 or kRowsPixels, chosen by the host from the grid size) pixels,
 // `groups` = blockDim.x / lanes apart, so that every weight row a lane reads from shared memory
