@@ -7,7 +7,6 @@ Deliberately broken kernels (missing __syncthreads, missing __syncwarp, a diverg
 masks, misaligned WMMA pointers, launches over the limits) must be caught.
 """
 
-import os
 
 import pytest
 import torch
@@ -94,6 +93,32 @@ def test_warp_synchronous_reduction_needs_syncwarp():
     x = torch.rand(32)
     torch.testing.assert_close(probe("warp_sum", x), x.sum().reshape(1))
     assert torch.isnan(probe("warp_sum_no_syncwarp", x)).all()
+
+
+@pytest.mark.parametrize("order", ["forward", "reverse", "shuffle", "warps", "warps-reverse"])
+def test_cross_warp_read_needs_its_barrier(monkeypatch, order):
+    # The round-robin orders keep the two warps in step at the __syncwarp and so cannot see the
+    # missing __syncthreads; the warp-major orders run one warp a whole barrier interval ahead.
+    monkeypatch.setenv("PROGAN_EMU_THREAD_ORDER", order)
+    x = torch.rand(64)
+    want = x.roll(-32)
+    torch.testing.assert_close(probe("cross_warp", x), want)
+    got = probe("cross_warp_no_barrier", x)
+    if order.startswith("warps"):
+        first = slice(0, 32) if order == "warps" else slice(32, 64)  # the warp that ran ahead
+        assert torch.isnan(got[first]).all() and not torch.isnan(got).all()
+    else:
+        torch.testing.assert_close(got, want)
+
+
+def test_thread_order_names_are_checked(monkeypatch):
+    monkeypatch.setenv("PROGAN_EMU_THREAD_ORDER", "sideways")
+    with pytest.raises(RuntimeError, match="warps or warps-reverse, got 'sideways'"):
+        probe("cross_warp", torch.rand(64))
+    monkeypatch.setenv("PROGAN_EMU_THREAD_ORDER", "forward")
+    monkeypatch.setenv("PROGAN_EMU_BLOCK_ORDER", "warps")  # a thread order only
+    with pytest.raises(RuntimeError, match="BLOCK_ORDER must be forward, reverse or shuffle, got 'warps'"):
+        probe("cross_warp", torch.rand(64))
 
 
 @pytest.mark.parametrize("n", [32, 96, 256, 1024])
@@ -278,7 +303,8 @@ def test_product_kernels_are_order_independent(monkeypatch, dtype):
                 E.pixel_norm(x, 1e-8)]
 
     base = run()
-    for block_order, thread_order in (("reverse", "forward"), ("shuffle", "reverse"), ("forward", "shuffle")):
+    for block_order, thread_order in (("reverse", "forward"), ("shuffle", "reverse"), ("forward", "shuffle"),
+                                      ("forward", "warps"), ("reverse", "warps-reverse")):
         monkeypatch.setenv("PROGAN_EMU_BLOCK_ORDER", block_order)
         monkeypatch.setenv("PROGAN_EMU_THREAD_ORDER", thread_order)
         monkeypatch.setenv("PROGAN_EMU_SEED", "7")

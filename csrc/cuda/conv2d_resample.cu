@@ -268,24 +268,22 @@ at::Tensor conv2d_resample_grad_weight_cuda(const at::Tensor& x_in, const at::Te
                         gp, pp, geom, k, chunk_len);
           break;
       }
-      PROGAN_LAUNCH(grad_weight_finish_kernel<scalar_t>, blocks_for(nw, 256), 256, 0, stream,
-                    partial.const_data_ptr<acc>(), gw.mutable_data_ptr<scalar_t>(), nw, chunks, acc(scale));
-      return;
-    }
-    const dim3 grid{unsigned(nw), unsigned(chunks)};
-    switch (mode) {
-      case ConvMode::Same:
-        PROGAN_LAUNCH((grad_weight_partial_kernel<scalar_t, ConvMode::Same>), grid, threads, 0, stream, xp, gp, pp,
-                      geom, k, cl, chunk_len);
-        break;
-      case ConvMode::Up:
-        PROGAN_LAUNCH((grad_weight_partial_kernel<scalar_t, ConvMode::Up>), grid, threads, 0, stream, xp, gp, pp,
-                      geom, k, cl, chunk_len);
-        break;
-      case ConvMode::Down:
-        PROGAN_LAUNCH((grad_weight_partial_kernel<scalar_t, ConvMode::Down>), grid, threads, 0, stream, xp, gp, pp,
-                      geom, k, cl, chunk_len);
-        break;
+    } else {  // a block per weight element, lanes on adjacent pixels
+      const dim3 grid{unsigned(nw), unsigned(chunks)};
+      switch (mode) {
+        case ConvMode::Same:
+          PROGAN_LAUNCH((grad_weight_partial_kernel<scalar_t, ConvMode::Same>), grid, threads, 0, stream, xp, gp,
+                        pp, geom, k, chunk_len);
+          break;
+        case ConvMode::Up:
+          PROGAN_LAUNCH((grad_weight_partial_kernel<scalar_t, ConvMode::Up>), grid, threads, 0, stream, xp, gp,
+                        pp, geom, k, chunk_len);
+          break;
+        case ConvMode::Down:
+          PROGAN_LAUNCH((grad_weight_partial_kernel<scalar_t, ConvMode::Down>), grid, threads, 0, stream, xp, gp,
+                        pp, geom, k, chunk_len);
+          break;
+      }
     }
     PROGAN_LAUNCH(grad_weight_finish_kernel<scalar_t>, blocks_for(nw, 256), 256, 0, stream,
                   partial.const_data_ptr<acc>(), gw.mutable_data_ptr<scalar_t>(), nw, chunks, acc(scale));

@@ -21,15 +21,19 @@
 //      block = 256 threads = 8 warps, tile BM=128 pixels x BN=64 Cout, BK = 64 bytes of channels
 //      (32 halves / 16 floats); warp w computes rows 32*(w/2)..+32, cols 32*(w%2)..+32 as 2x2
 //      WMMA fragments with fp32 accumulators.
-//      Tiles are filled by cp.async (16 B per copy, zero-fill for padding / ragged Cin / Cout),
-//      double buffered (2 stages). Each thread issues 2 A copies (rows tid/4 and tid/4+64, chunk
-//      tid%4) and 1 B copy per K step.
-//      smem (2 stages): A 2 x 128 x 80 B = 20480 B, B 2 x 32 x 144 B = 9216 B (halves) or
-//      2 x 16 x 272 B = 8704 B (floats); the epilogue reuses the buffer for the fp32 C tile,
+//      Tiles are filled by cp.async (16 B per copy, zero-fill for padding / ragged Cin / Cout)
+//      through a 3-stage ring (kStages): two K steps are in flight while one is computed, and a
+//      K step costs one barrier. (The 2 stages before it had one K step of copies in flight
+//      while one was computed, and took two barriers per step; the H200 run of 2026-12-04
+//      measured that kernel at 20% of the matmul ceiling, under half of what its shared-memory
+//      traffic allows by the model in benchmarks/NOTES.md.) Each
+//      thread issues 2 A copies (rows tid/4 and tid/4+64, chunk tid%4) and 1 B copy per K step.
+//      smem (3 stages): A 3 x 128 x 80 B = 30720 B, B 3 x 32 x 144 B = 13824 B (halves) or
+//      3 x 16 x 272 B = 13056 B (floats); the epilogue reuses the buffer for the fp32 C tile,
 //      row-major 128 x (64+4) for channels_last output, column-major 64 x (128+4) for NCHW (the
 //      stores' walking order either way, so the epilogue's shared accesses are conflict-free)
 //      = 34816 B, plus 128 x 8 B of per-row output offsets (computed once per row before the
-//      main loop, so the epilogue's stores need no division) -> 35840 B static (< 48 KB).
+//      main loop, so the epilogue's stores need no division) -> 45568 B static (halves; < 48 KB).
 //      The K loop walks (tap, channel step) with an incremental cursor, not ks / cin_steps.
 //      Row pads (+16 B) shift consecutive rows by 16 B mod 128 B so that fragment loads of 8 rows
 //      spread over the banks; they also keep every WMMA pointer 32-byte aligned (Tile asserts).
@@ -73,6 +77,7 @@ namespace cuda {
 namespace igemm {
 
 constexpr int kBM = 128, kBN = 64, kThreads = 256;
+constexpr int kStages = 3;              // cp.async pipeline depth of the conv kernel's main loop
 constexpr int kLdC = kBN + 4;           // floats per smem C row, channels_last output (272 B)
 constexpr int kLdCT = kBM + 4;          // floats per smem C column, NCHW output (528 B)
 constexpr int kSmemC = (kBM * kLdC > kBN * kLdCT ? kBM * kLdC : kBN * kLdCT) * 4;  // epilogue tile, bytes
@@ -89,7 +94,7 @@ struct Tile {
   static constexpr int kStageA = kBM * kLdA;          // elements
   static constexpr int kStageB = kBK * kLdB;          // elements
   static constexpr int kBChunks = kBN / kVecE;        // 16-byte copies per B row: 8 | 16
-  static constexpr int kSmemAB = 2 * (kStageA + kStageB) * int(sizeof(T));  // 2 stages
+  static constexpr int kSmemAB = kStages * (kStageA + kStageB) * int(sizeof(T));
   static constexpr int kSmemBytes = kSmemAB > kSmemC ? kSmemAB : kSmemC;
   static_assert(kBK / kVecE == 4 && kBK * kBChunks == kThreads, "one A-row chunk / one B copy per thread");
   static_assert(kSmemBytes + kBM * 8 <= 48 * 1024, "static shared memory limit (with the row offsets)");
@@ -156,8 +161,8 @@ conv_igemm_kernel(const T* __restrict__ x, const T* __restrict__ wt, const float
   constexpr int kStageA = TL::kStageA, kStageB = TL::kStageB;
   using namespace nvcuda;
   PROGAN_SHARED_ALIGNED(unsigned char, smem, TL::kSmemBytes + kBM * 8, 128);
-  T* sA = reinterpret_cast<T*>(smem);                 // [2][BM][kLdA]
-  T* sB = reinterpret_cast<T*>(smem) + 2 * kStageA;   // [2][BK][kLdB]
+  T* sA = reinterpret_cast<T*>(smem);                       // [kStages][BM][kLdA]
+  T* sB = reinterpret_cast<T*>(smem) + kStages * kStageA;   // [kStages][BK][kLdB]
   float* sC = reinterpret_cast<float*>(smem);         // [BM][kLdC] or [BN][kLdCT], after the main loop
   int64_t* sRow = reinterpret_cast<int64_t*>(smem + TL::kSmemBytes);  // [BM] output offset of channel 0
 
@@ -252,20 +257,23 @@ conv_igemm_kernel(const T* __restrict__ x, const T* __restrict__ wt, const float
     for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
   const int wm = (warp / 2) * 32, wn = (warp % 2) * 32;
 
-  load_stage(0);
-  async_copy_commit();
+  // The pipeline: K step j goes to slot j % kStages, and its copies form this thread's commit group
+  // j (a group is committed for every j, empty past the last step, so that the counts stay
+  // uniform). Iteration ks waits for group ks, then one barrier says that (a) every thread's copies
+  // of step ks have landed and (b) every warp has finished computing step ks - 1; (b) frees slot
+  // (ks - 1) % kStages, which is refilled right away with step ks + kStages - 1. So kStages - 1
+  // steps are in flight while one is computed, and a K step costs one barrier.
+#pragma unroll
+  for (int j = 0; j < kStages - 1; ++j) {
+    if (j < ksteps) load_stage(j);
+    async_copy_commit();
+  }
+  int stage = 0;  // ks % kStages, kept by increments
   for (int64_t ks = 0; ks < ksteps; ++ks) {
-    const int stage = int(ks & 1);
-    if (ks + 1 < ksteps) {
-      // Safe to overwrite stage^1: the trailing barrier of iteration ks-1 ensured every warp
-      // finished reading it.
-      load_stage(stage ^ 1);  // K step ks + 1
-      async_copy_commit();
-      async_copy_wait<1>();  // this thread's copies for stage `stage` have landed
-    } else {
-      async_copy_wait<0>();
-    }
-    __syncthreads();  // ... and everyone else's too
+    async_copy_wait<kStages - 2>();  // this thread's group ks has landed
+    __syncthreads();                 // ... everyone else's too, and slot (ks - 1) % kStages is free
+    if (ks + kStages - 1 < ksteps) load_stage(stage == 0 ? kStages - 1 : stage - 1);
+    async_copy_commit();
     const T* tA = sA + stage * kStageA;
     const T* tB = sB + stage * kStageB;
 #pragma unroll
@@ -295,8 +303,10 @@ conv_igemm_kernel(const T* __restrict__ x, const T* __restrict__ wt, const float
 #pragma unroll
         for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
     }
-    __syncthreads();  // all warps done with `stage` before it is refilled (iteration ks+1) or reused as sC
+    stage = stage + 1 == kStages ? 0 : stage + 1;
   }
+  async_copy_wait<0>();  // the groups still open are empty: nothing lands in sC below
+  __syncthreads();       // every warp done with its last slot before the buffer is reused as sC
 
   // ---- epilogue: accumulators -> sC (the A/B buffers are free: last barrier above) ----------
   // The C tile is laid out the way the stores walk it, so that every pass over it reads

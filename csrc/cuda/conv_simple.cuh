@@ -123,57 +123,63 @@ __global__ void split_k_finish_kernel(const float* partial, const float* __restr
     float v = partial[e];
     for (int s = 1; s < splits; ++s) v += partial[unsigned(s) * numel + e];
     if (bias != nullptr) v += bias[channels_last ? e % C : e / S % C];
-    if (lrelu) v = leaky_relu(v, alpha);
+    v = apply_act(v, lrelu, alpha);
     if (pre != nullptr) pre[e] = v;
     else y[e] = static_cast<T>(v);
   }
 }
 
 // ================================ grad weight (simple, deterministic) ========================
-// Partial sums: block (widx = blockIdx.x, chunk = blockIdx.y) reduces pixels
-// [chunk*chunk_len, min(P, (chunk+1)*chunk_len)) of P = N*Ho*Wo output pixels for the weight
-// element widx = ((co*Cin + ci)*k + ky)*k + kx of the ORIGINAL k x k kernel, straight from the
-// definition of each mode:
-//   SAME: g[n,co,oy,ox] * x[n,ci,oy+ky-pad, ox+kx-pad]
-//   UP:   g[n,co,oy,ox] * x[n,ci,(oy+ky-1)>>1, (ox+kx-1)>>1]   (upsampled coords in [0,2H))
-//   DOWN: g[n,co,oy,ox] * sum_{dy,dx in 0,1} x[n,ci,2oy+dy+ky-1, 2ox+dx+kx-1] / 4
-// x and g share the layout flag (both made contiguous in x's format on the host).
+// The input value that tap (ky, kx) of the ORIGINAL k x k kernel meets at output pixel (oy, ox),
+// straight from the definition of each mode (no phase algebra), zero outside the image; xc points
+// at channel ci of the sample, sh / sw are x's row / column strides:
+//   SAME: x[oy+ky-pad, ox+kx-pad]
+//   UP:   x[(oy+ky-1)>>1, (ox+kx-1)>>1]   (upsampled coords in [0,2H))
+//   DOWN: sum_{dy,dx in 0,1} x[2oy+dy+ky-1, 2ox+dx+kx-1] / 4
+template <typename T, ConvMode M>
+__device__ __forceinline__ acc_t<T> tap_input(const T* __restrict__ xc, int64_t sh, int64_t sw, const ConvGeom& g,
+                                              int64_t oy, int64_t ox, int ky, int kx) {
+  using acc = acc_t<T>;
+  if constexpr (M == ConvMode::Same) {
+    const int64_t iy = oy + ky - g.pad, ix = ox + kx - g.pad;
+    return iy >= 0 && iy < g.H && ix >= 0 && ix < g.W ? static_cast<acc>(xc[iy * sh + ix * sw]) : acc(0);
+  } else if constexpr (M == ConvMode::Up) {
+    const int64_t uy = oy + ky - 1, ux = ox + kx - 1;  // in the (virtual) upsampled image
+    return uy >= 0 && uy < 2 * g.H && ux >= 0 && ux < 2 * g.W ? static_cast<acc>(xc[(uy >> 1) * sh + (ux >> 1) * sw])
+                                                              : acc(0);
+  } else {
+    acc v = acc(0);
+    for (int dy = 0; dy < 2; ++dy)
+      for (int dx = 0; dx < 2; ++dx) {
+        const int64_t iy = 2 * oy + dy + ky - 1, ix = 2 * ox + dx + kx - 1;
+        if (iy >= 0 && iy < g.H && ix >= 0 && ix < g.W) v += static_cast<acc>(xc[iy * sh + ix * sw]);
+      }
+    return v * acc(0.25);
+  }
+}
+
+// Partial sums on NCHW: block (widx = blockIdx.x, chunk = blockIdx.y) reduces pixels
+// [chunk*chunk_len, min(P, (chunk+1)*chunk_len)) of P = N*Ho*Wo output pixels of
+// g[n,co,oy,ox] * tap_input(...) for the weight element widx = ((co*Cin + ci)*k + ky)*k + kx;
+// lanes on adjacent pixels (x and g made NCHW contiguous on the host).
 template <typename T, ConvMode M>
 __global__ void grad_weight_partial_kernel(const T* __restrict__ x, const T* __restrict__ gout,
-                                           acc_t<T>* __restrict__ partial, ConvGeom g, int k,
-                                           bool channels_last, int64_t chunk_len) {
+                                           acc_t<T>* __restrict__ partial, ConvGeom g, int k, int64_t chunk_len) {
   using acc = acc_t<T>;
   PROGAN_SHARED(acc, scratch, 32);
   const int64_t nw = g.Cout * g.Cin * k * k;
   const int64_t widx = blockIdx.x;
   const int kx = int(widx % k), ky = int((widx / k) % k);
   const int64_t ci = (widx / (int64_t(k) * k)) % g.Cin, co = widx / (int64_t(k) * k * g.Cin);
-  const Strides4 sx = strides_of(g.Cin, g.H, g.W, channels_last);
-  const Strides4 sg = strides_of(g.Cout, g.Ho, g.Wo, channels_last);
+  const Strides4 sx = strides_of(g.Cin, g.H, g.W, false);
+  const Strides4 sg = strides_of(g.Cout, g.Ho, g.Wo, false);
   const int64_t P = g.N * g.Ho * g.Wo;
   const int64_t p0 = int64_t(blockIdx.y) * chunk_len, p1 = p0 + chunk_len < P ? p0 + chunk_len : P;
   acc s = acc(0);
   for (int64_t p = p0 + threadIdx.x; p < p1; p += blockDim.x) {
     const int64_t ox = p % g.Wo, oy = (p / g.Wo) % g.Ho, n = p / (g.Wo * g.Ho);
     const acc gv = static_cast<acc>(gout[n * sg.n + co * sg.c + oy * sg.h + ox * sg.w]);
-    const T* xc = x + n * sx.n + ci * sx.c;
-    acc xv = acc(0);
-    if constexpr (M == ConvMode::Same) {
-      const int64_t iy = oy + ky - g.pad, ix = ox + kx - g.pad;
-      if (iy >= 0 && iy < g.H && ix >= 0 && ix < g.W) xv = static_cast<acc>(xc[iy * sx.h + ix * sx.w]);
-    } else if constexpr (M == ConvMode::Up) {
-      const int64_t uy = oy + ky - 1, ux = ox + kx - 1;  // in the (virtual) upsampled image
-      if (uy >= 0 && uy < 2 * g.H && ux >= 0 && ux < 2 * g.W)
-        xv = static_cast<acc>(xc[(uy >> 1) * sx.h + (ux >> 1) * sx.w]);
-    } else {
-      for (int dy = 0; dy < 2; ++dy)
-        for (int dx = 0; dx < 2; ++dx) {
-          const int64_t iy = 2 * oy + dy + ky - 1, ix = 2 * ox + dx + kx - 1;
-          if (iy >= 0 && iy < g.H && ix >= 0 && ix < g.W) xv += static_cast<acc>(xc[iy * sx.h + ix * sx.w]);
-        }
-      xv *= acc(0.25);
-    }
-    s += gv * xv;
+    s += gv * tap_input<T, M>(x + n * sx.n + ci * sx.c, sx.h, sx.w, g, oy, ox, ky, kx);
   }
   s = block_sum(s, scratch);  // fixed order: deterministic
   if (threadIdx.x == 0) partial[int64_t(blockIdx.y) * nw + widx] = s;
@@ -198,30 +204,14 @@ __global__ void grad_weight_partial_rows_kernel(const T* __restrict__ x, const T
   const int64_t ci = (wb % ci_blocks) * 32 + lane;
   const int64_t tap = wb / ci_blocks, co = tap / (int64_t(k) * k);
   const int kx = int(tap % k), ky = int(tap / k % k);
+  const Strides4 sx = strides_of(g.Cin, g.H, g.W, true);
   const int64_t P = g.N * g.Ho * g.Wo;
   const int64_t p0 = int64_t(blockIdx.y) * chunk_len, p1 = p0 + chunk_len < P ? p0 + chunk_len : P;
   acc s = acc(0);
   for (int64_t p = p0 + warp; ci < g.Cin && p < p1; p += warps) {
     const int64_t ox = p % g.Wo, oy = (p / g.Wo) % g.Ho, n = p / (g.Wo * g.Ho);
     const acc gv = static_cast<acc>(gout[p * g.Cout + co]);  // p is the pixel's NHWC row index
-    const T* xc = x + n * g.H * g.W * g.Cin + ci;
-    acc xv = acc(0);
-    if constexpr (M == ConvMode::Same) {
-      const int64_t iy = oy + ky - g.pad, ix = ox + kx - g.pad;
-      if (iy >= 0 && iy < g.H && ix >= 0 && ix < g.W) xv = static_cast<acc>(xc[(iy * g.W + ix) * g.Cin]);
-    } else if constexpr (M == ConvMode::Up) {
-      const int64_t uy = oy + ky - 1, ux = ox + kx - 1;  // in the (virtual) upsampled image
-      if (uy >= 0 && uy < 2 * g.H && ux >= 0 && ux < 2 * g.W)
-        xv = static_cast<acc>(xc[((uy >> 1) * g.W + (ux >> 1)) * g.Cin]);
-    } else {
-      for (int dy = 0; dy < 2; ++dy)
-        for (int dx = 0; dx < 2; ++dx) {
-          const int64_t iy = 2 * oy + dy + ky - 1, ix = 2 * ox + dx + kx - 1;
-          if (iy >= 0 && iy < g.H && ix >= 0 && ix < g.W) xv += static_cast<acc>(xc[(iy * g.W + ix) * g.Cin]);
-        }
-      xv *= acc(0.25);
-    }
-    s += gv * xv;
+    s += gv * tap_input<T, M>(x + n * sx.n + ci, sx.h, sx.w, g, oy, ox, ky, kx);
   }
   red[warp * 32 + lane] = s;
   __syncthreads();

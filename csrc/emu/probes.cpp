@@ -76,6 +76,21 @@ __global__ void warp_smem_sum_probe(const float* in, float* out) {
   if (lane == 0) out[0] = vals[0];
 }
 
+// Every thread publishes its value, then reads the value of the thread 32 places on, in the other
+// warp of the block (64 threads): that needs the __syncthreads. Without it, the round-robin thread
+// orders still give the right answer (every warp reaches the __syncwarp, a warp collective, before
+// any warp reads), which hides the bug; the warp-major orders run one warp past the __syncwarp
+// before the other has written, and it reads poison.
+template <bool kBarrier>
+__global__ void cross_warp_probe(const float* in, float* out) {
+  PROGAN_SHARED(float, vals, 64);
+  const unsigned t = threadIdx.x;
+  vals[t] = in[t];
+  __syncwarp();
+  if (kBarrier) __syncthreads();
+  out[t] = vals[(t + 32) % 64];
+}
+
 // The fixed-order block_sum of device_utils.cuh, as the product kernels use it.
 __global__ void block_sum_probe(const float* in, float* out) {
   PROGAN_SHARED(float, scratch, 32);
@@ -243,6 +258,17 @@ at::Tensor emu_probe(const at::Tensor& x, c10::string_view name_view, c10::IntAr
     else if (name == "warp_sum") PROGAN_LAUNCH(warp_smem_sum_probe<true>, 1, 32, 0, nullptr, ip, op);
     else if (name == "warp_sum_no_syncwarp") PROGAN_LAUNCH(warp_smem_sum_probe<false>, 1, 32, 0, nullptr, ip, op);
     else PROGAN_LAUNCH(block_sum_probe, 1, n, 0, nullptr, ip, op);
+    return out;
+  }
+  if (name == "cross_warp" || name == "cross_warp_no_barrier") {  // x: 64 values
+    const at::Tensor in = x.to(at::kFloat).contiguous();
+    TORCH_CHECK(in.numel() == 64, "probe ", name, ": x must hold 64 values");
+    at::Tensor out = at::empty({64}, f32);
+    if (name == "cross_warp")
+      PROGAN_LAUNCH(cross_warp_probe<true>, 1, 64, 0, nullptr, in.const_data_ptr<float>(), out.mutable_data_ptr<float>());
+    else
+      PROGAN_LAUNCH(cross_warp_probe<false>, 1, 64, 0, nullptr, in.const_data_ptr<float>(),
+                    out.mutable_data_ptr<float>());
     return out;
   }
   if (name == "block_order") {  // args: number of blocks

@@ -368,34 +368,50 @@ void run_block(Launch& L, std::mt19937_64& rng) {
     t.asan_fake = nullptr;
   }
   PROGAN_EMU_TRACE_EVENT(trace::block_begin(L));
-  const std::vector<unsigned> order = make_order(L.nthreads, L.cfg.thread_order, rng);
+  const bool by_warp = L.cfg.thread_order == Order::Warps || L.cfg.thread_order == Order::WarpsReverse;
+  const std::vector<unsigned> order = make_order(L.nthreads, by_warp ? Order::Forward : L.cfg.thread_order, rng);
   unsigned live = L.nthreads;
+  // Runs thread i, if runnable, until it blocks or exits, and records where it stopped; false if
+  // it could not run.
+  const auto step = [&](unsigned i) {
+    ThreadState& t = L.threads[i];
+    if (t.state != State::Runnable) return false;
+    enter(L, t);
+    if (!L.error.empty()) throw Error(L.error);
+    switch (t.state) {
+      case State::Exited:
+        --live;
+        on_exit(L, t);
+        break;
+      case State::Barrier:
+        if (L.exited > 0)
+          launch_error(L, &t, "divergent __syncthreads: " + std::to_string(L.exited) +
+                                  " threads of this block exited before reaching the barrier");
+        if (++L.at_barrier == L.nthreads) release_barrier(L);
+        break;
+      case State::Collective:
+        L.warp_waiting[t.warp] |= 1u << t.lane;
+        try_resolve(L, t);
+        break;
+      case State::Runnable:
+        break;
+    }
+    return true;
+  };
   while (live > 0) {
     bool ran = false;
-    for (unsigned i : order) {
-      ThreadState& t = L.threads[i];
-      if (t.state != State::Runnable) continue;
-      ran = true;
-      enter(L, t);
-      if (!L.error.empty()) throw Error(L.error);
-      switch (t.state) {
-        case State::Exited:
-          --live;
-          on_exit(L, t);
-          break;
-        case State::Barrier:
-          if (L.exited > 0)
-            launch_error(L, &t, "divergent __syncthreads: " + std::to_string(L.exited) +
-                                    " threads of this block exited before reaching the barrier");
-          if (++L.at_barrier == L.nthreads) release_barrier(L);
-          break;
-        case State::Collective:
-          L.warp_waiting[t.warp] |= 1u << t.lane;
-          try_resolve(L, t);
-          break;
-        case State::Runnable:
-          break;
+    if (by_warp) {  // a warp's lanes until none can run (all at a barrier, or exited), then the next warp
+      for (unsigned k = 0; k < L.warps; ++k) {
+        const unsigned w = L.cfg.thread_order == Order::WarpsReverse ? L.warps - 1 - k : k;
+        const unsigned lo = w * 32, hi = std::min(L.nthreads, lo + 32);
+        for (bool progress = true; progress;) {
+          progress = false;
+          for (unsigned i = lo; i < hi; ++i) progress = step(i) || progress;
+          ran = ran || progress;
+        }
       }
+    } else {
+      for (unsigned i : order) ran = step(i) || ran;
     }
     if (live > 0 && !ran) deadlock(L);
   }
@@ -442,17 +458,21 @@ extern "C" [[noreturn]] void progan_emu_fiber_main(void* thread) {
 
 Config config_from_env() {
   Config c;
-  auto order = [](const char* var, Order def) {
+  auto order = [](const char* var, Order def, bool warps) {
     const char* v = std::getenv(var);
     if (v == nullptr || *v == 0) return def;
     const std::string s(v);
     if (s == "forward") return Order::Forward;
     if (s == "reverse") return Order::Reverse;
     if (s == "shuffle") return Order::Shuffle;
-    throw Error(std::string("CUDA emulator: ") + var + " must be forward, reverse or shuffle, got '" + s + "'");
+    if (warps && s == "warps") return Order::Warps;
+    if (warps && s == "warps-reverse") return Order::WarpsReverse;
+    throw Error(std::string("CUDA emulator: ") + var + " must be " +
+                (warps ? "forward, reverse, shuffle, warps or warps-reverse" : "forward, reverse or shuffle") +
+                ", got '" + s + "'");
   };
-  c.block_order = order("PROGAN_EMU_BLOCK_ORDER", Order::Forward);
-  c.thread_order = order("PROGAN_EMU_THREAD_ORDER", Order::Forward);
+  c.block_order = order("PROGAN_EMU_BLOCK_ORDER", Order::Forward, false);
+  c.thread_order = order("PROGAN_EMU_THREAD_ORDER", Order::Forward, true);
   if (const char* v = std::getenv("PROGAN_EMU_SEED")) c.seed = std::strtoull(v, nullptr, 10);
   if (const char* v = std::getenv("PROGAN_EMU_TF32")) {
     const std::string s(v);

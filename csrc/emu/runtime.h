@@ -64,7 +64,14 @@ class Error : public std::runtime_error {
 [[noreturn]] void fail(const std::string& what);
 
 // ---- launch configuration ----------------------------------------------------------------------
-enum class Order { Forward, Reverse, Shuffle };
+// Forward / Reverse / Shuffle: the order of threads (or blocks) in each round-robin pass, every
+// runnable thread running until it blocks; warps then stay in step at every warp collective and
+// WMMA operation. Warps / WarpsReverse (threads only): one warp at a time, each as far as it can
+// go (to the next __syncthreads, or its exit) before the next warp starts, so that warps are a
+// whole barrier interval apart: a missing __syncthreads between two phases that each end in a
+// warp collective (a WMMA store after a WMMA loop, say) then shows up, which the lockstep of the
+// round-robin orders hides.
+enum class Order { Forward, Reverse, Shuffle, Warps, WarpsReverse };
 
 struct Config {
   Order block_order = Order::Forward;
@@ -74,8 +81,8 @@ struct Config {
   size_t stack_bytes = 256 * 1024;
   bool dry_run = false;  // check and count launches, run no block (PROGAN_EMU_DRY_RUN=1)
 };
-// The configuration of the next launches: PROGAN_EMU_BLOCK_ORDER / PROGAN_EMU_THREAD_ORDER
-// (forward | reverse | shuffle), PROGAN_EMU_SEED, PROGAN_EMU_TF32 (rna | truncate),
+// The configuration of the next launches: PROGAN_EMU_BLOCK_ORDER (forward | reverse | shuffle),
+// PROGAN_EMU_THREAD_ORDER (the same, or warps | warps-reverse), PROGAN_EMU_SEED, PROGAN_EMU_TF32 (rna | truncate),
 // PROGAN_EMU_STACK_KB, PROGAN_EMU_DRY_RUN, read from the environment at every launch. A dry run
 // checks each launch's configuration (grid, block, shared memory) and counts it, but runs none of
 // its blocks: outputs keep whatever their allocation held. It walks the host code's decisions
