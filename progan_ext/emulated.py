@@ -7,8 +7,10 @@ CUDA kernels run, and be tested, on machines without a GPU. It is slow (every CU
 fiber) and meant for tests and kernel development, not for training. Knobs (environment, read at
 every launch): ``PROGAN_EMU_BLOCK_ORDER`` = forward | reverse | shuffle,
 ``PROGAN_EMU_THREAD_ORDER`` = the same or warps | warps-reverse (one warp at a time, each up to its
-next ``__syncthreads``: exposes missing barriers between warps), ``PROGAN_EMU_SEED``, ``PROGAN_EMU_TF32`` = rna | truncate, ``PROGAN_EMU_SM`` (the compute
-capability the host code sees, default 90), ``PROGAN_EMU_STACK_KB``, ``PROGAN_EMU_DRY_RUN`` = 1
+next ``__syncthreads``: exposes missing barriers between warps), ``PROGAN_EMU_ASYNC_LAND`` = wait |
+issue (when a cp.async copy lands: at its wait, the default, or as it is issued),
+``PROGAN_EMU_SEED``, ``PROGAN_EMU_TF32`` = rna | truncate, ``PROGAN_EMU_SM`` (the compute capability
+the host code sees, default 90), ``PROGAN_EMU_STACK_KB``, ``PROGAN_EMU_DRY_RUN`` = 1
 (launches are checked and counted but run no block: the host code's path choices at any shape,
 outputs left as allocated).
 """

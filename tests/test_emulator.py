@@ -141,6 +141,20 @@ def test_async_copy_lands_at_the_wait():
     assert out[8:].tolist() == [0.0] * 4  # src-size 0: zero fill
 
 
+def test_async_copy_can_land_at_issue(monkeypatch):
+    # The other end of what a GPU allows: the copy lands as it is issued, so a copy into a slot
+    # that another warp still reads overwrites it at once (the ring-buffer race the default,
+    # latest landing never shows).
+    x = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    monkeypatch.setenv("PROGAN_EMU_ASYNC_LAND", "issue")
+    out = probe("async_copy", x)
+    assert out[:8].tolist() == x.tolist() * 2  # already there before the wait
+    assert out[8:].tolist() == [0.0] * 4
+    monkeypatch.setenv("PROGAN_EMU_ASYNC_LAND", "soon")
+    with pytest.raises(RuntimeError, match="PROGAN_EMU_ASYNC_LAND must be wait or issue, got 'soon'"):
+        probe("async_copy", x)
+
+
 # ----------------------------------------------------------------------------------------------
 # Errors: reported as RuntimeError naming the kernel and the rule, never a hang or a crash.
 

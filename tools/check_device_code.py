@@ -120,8 +120,8 @@ class Family:
 
 FAMILIES = [
     Family("igemm (tensor cores)", r"\b(conv_igemm_kernel|grad_weight_igemm_kernel)<", 256, 25.0, True,
-           "implicit-GEMM tiles (WMMA, cp.async; the conv a 3-stage ring with one barrier per K step, "
-           "the weight gradient 2 stages): latency is hidden inside the block by the copies in flight "
+           "implicit-GEMM tiles (WMMA; one cp.async ring with one barrier per K step, pipelined_k_loop: "
+           "3 stages, 2 for the TF32 weight gradient, where 3 would pass 48 KB of static shared memory): latency is hidden inside the block by the copies in flight "
            "and by 4 independent MMAs per warp per fragment load, not by many warps. "
            "2 blocks/SM (25%) lets one block's barriers and epilogue overlap the other's MMAs; below 2 "
            "every barrier idles the SM's tensor cores. Today (register-limited; the conv kernels carry "
@@ -129,7 +129,7 @@ FAMILIES = [
            "44.8-45.6 KB of static shared memory, so 2 blocks fit by shared memory too: "
            "the conflict-free store-order epilogue took fp16 from 96 registers and 3 blocks to 2; the "
            "incremental K cursor and per-row output offsets removed every int64 division from the K "
-           "loop and the stores), weight gradient 4 (48-64 registers; one pixel row per thread keeps "
+           "loop and the stores), weight gradient 4-5 (48-64 registers; one pixel row per thread keeps "
            "the division-free pixel cursor within 64)."),
     Family("elementwise (memory-bound)",
            r"\b(bias_act_kernel|lrelu_grad_kernel|pixel_norm_planes_kernel|stddev_fill_kernel|"

@@ -22,7 +22,8 @@
 //      (32 halves / 16 floats); warp w computes rows 32*(w/2)..+32, cols 32*(w%2)..+32 as 2x2
 //      WMMA fragments with fp32 accumulators.
 //      Tiles are filled by cp.async (16 B per copy, zero-fill for padding / ragged Cin / Cout)
-//      through a 3-stage ring (kStages): two K steps are in flight while one is computed, and a
+//      through a 3-stage ring (kStages; pipelined_k_loop, which the weight-gradient GEMM shares):
+//      two K steps are in flight while one is computed, and a
 //      K step costs one barrier. (The 2 stages before it had one K step of copies in flight
 //      while one was computed, and took two barriers per step; the H200 run of 2026-12-04
 //      measured that kernel at 20% of the matmul ceiling, under half of what its shared-memory
@@ -122,6 +123,36 @@ struct Mma<float> {
   using Prec = nvcuda::wmma::precision::tf32;
   static constexpr int kK = 8;
 };
+
+// The main loop of both tensor-core GEMMs: a ring of kSlots shared-memory slots (stages) filled by
+// cp.async. K step j goes to slot j % kSlots, and its copies form this thread's commit group j (a
+// group is committed for every j, empty past the last step, so the counts stay uniform). Iteration ks
+// waits for group ks, then one barrier says that (a) every thread's copies of step ks have landed
+// and (b) every warp has finished computing step ks - 1; (b) frees slot (ks - 1) % kSlots, which
+// is refilled right away with step ks + kSlots - 1. So kSlots - 1 steps are in flight while one
+// is computed, and a K step costs one barrier. load(slot) issues the next K step's copies (the
+// steps are loaded in order); compute(slot) runs one K step. On return every copy has landed and
+// every warp is done with the slots, so the buffer may be reused (the epilogue's C tile).
+template <int kSlots, typename Load, typename Compute>
+__device__ __forceinline__ void pipelined_k_loop(int64_t ksteps, Load&& load, Compute&& compute) {
+  static_assert(kSlots >= 2, "a ring of at least two slots");
+#pragma unroll
+  for (int j = 0; j < kSlots - 1; ++j) {
+    if (j < ksteps) load(j);
+    async_copy_commit();
+  }
+  int slot = 0;  // ks % kSlots, kept by increments
+  for (int64_t ks = 0; ks < ksteps; ++ks) {
+    async_copy_wait<kSlots - 2>();  // this thread's group ks has landed
+    __syncthreads();                // ... everyone else's too, and slot (ks - 1) % kSlots is free
+    if (ks + kSlots - 1 < ksteps) load(slot == 0 ? kSlots - 1 : slot - 1);
+    async_copy_commit();
+    compute(slot);
+    slot = slot + 1 == kSlots ? 0 : slot + 1;
+  }
+  async_copy_wait<0>();  // the groups still open are empty
+  __syncthreads();       // every warp done with its last slot
+}
 
 struct FastParams {
   ConvGeom g;
@@ -257,23 +288,7 @@ conv_igemm_kernel(const T* __restrict__ x, const T* __restrict__ wt, const float
     for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
   const int wm = (warp / 2) * 32, wn = (warp % 2) * 32;
 
-  // The pipeline: K step j goes to slot j % kStages, and its copies form this thread's commit group
-  // j (a group is committed for every j, empty past the last step, so that the counts stay
-  // uniform). Iteration ks waits for group ks, then one barrier says that (a) every thread's copies
-  // of step ks have landed and (b) every warp has finished computing step ks - 1; (b) frees slot
-  // (ks - 1) % kStages, which is refilled right away with step ks + kStages - 1. So kStages - 1
-  // steps are in flight while one is computed, and a K step costs one barrier.
-#pragma unroll
-  for (int j = 0; j < kStages - 1; ++j) {
-    if (j < ksteps) load_stage(j);
-    async_copy_commit();
-  }
-  int stage = 0;  // ks % kStages, kept by increments
-  for (int64_t ks = 0; ks < ksteps; ++ks) {
-    async_copy_wait<kStages - 2>();  // this thread's group ks has landed
-    __syncthreads();                 // ... everyone else's too, and slot (ks - 1) % kStages is free
-    if (ks + kStages - 1 < ksteps) load_stage(stage == 0 ? kStages - 1 : stage - 1);
-    async_copy_commit();
+  pipelined_k_loop<kStages>(ksteps, load_stage, [&](int stage) {
     const T* tA = sA + stage * kStageA;
     const T* tB = sB + stage * kStageB;
 #pragma unroll
@@ -303,10 +318,7 @@ conv_igemm_kernel(const T* __restrict__ x, const T* __restrict__ wt, const float
 #pragma unroll
         for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
     }
-    stage = stage + 1 == kStages ? 0 : stage + 1;
-  }
-  async_copy_wait<0>();  // the groups still open are empty: nothing lands in sC below
-  __syncthreads();       // every warp done with its last slot before the buffer is reused as sC
+  });  // returns with every copy landed and every warp done with the slots: sC may reuse them
 
   // ---- epilogue: accumulators -> sC (the A/B buffers are free: last barrier above) ----------
   // The C tile is laid out the way the stores walk it, so that every pass over it reads
@@ -417,8 +429,8 @@ conv_igemm_kernel(const T* __restrict__ x, const T* __restrict__ wt, const float
 // zero-pads other channel counts).
 // Block: 256 threads = 8 warps; tile 64 ci x 64 co; K step 32 pixels; warp w owns rows
 // 16*(w%4)..+16 and cols 32*(w/4)..+32 (2 fragments). smem per stage: A [32 px][64+VEC ci] and
-// B [32 px][64+VEC co]: 2 x 4608 B (halves) or 2 x 8704 B (floats); 2 stages = 18432 | 34816 B; the
-// fp32 epilogue tile 64 x 68 x 4 = 17408 B reuses it.
+// B [32 px][64+VEC co]: 2 x 4608 B (halves) or 2 x 8704 B (floats); 3 stages for halves = 27648 B,
+// 2 for floats = 34816 B (pipelined_k_loop); the fp32 epilogue tile 64 x 68 x 4 = 17408 B reuses it.
 constexpr int kGwTile = 64, kGwBK = 32;
 constexpr int kGwLdC = kGwTile + 4;  // floats per epilogue row
 constexpr int kGwSmemC = kGwTile * kGwLdC * 4;
@@ -430,7 +442,9 @@ struct GwTile {
   static constexpr int kStage = kGwBK * kLd;                    // elements per operand per stage
   static constexpr int kChunks = kGwTile / kVecE;               // 16-byte copies per row: 8 | 16
   static constexpr int kCopies = kGwBK * kChunks / kThreads;    // per thread, operand and stage: 1 | 2
-  static constexpr int kSmemAB = 2 * 2 * kStage * int(sizeof(T));
+  // 3 slots for halves (27648 B); 2 for floats (3 would need 52224 B: over the static 48 KB)
+  static constexpr int kStages = sizeof(T) == 2 ? 3 : 2;
+  static constexpr int kSmemAB = kStages * 2 * kStage * int(sizeof(T));
   static constexpr int kSmemBytes = kSmemAB > kGwSmemC ? kSmemAB : kGwSmemC;
   static_assert(kCopies * kThreads == kGwBK * kChunks, "whole copies per thread");
   static_assert((kStage * sizeof(T)) % 32 == 0 && (Mma<T>::kK * kLd * sizeof(T)) % 32 == 0,
@@ -460,8 +474,8 @@ grad_weight_igemm_kernel(const T* __restrict__ x, const T* __restrict__ gout, fl
   constexpr int kLd = TL::kLd, kStage = TL::kStage, kVecE = TL::kVecE;
   using namespace nvcuda;
   PROGAN_SHARED_ALIGNED(unsigned char, smem, TL::kSmemBytes, 128);
-  T* sA = reinterpret_cast<T*>(smem);               // [2][32 px][kLd]  (ci contiguous)
-  T* sB = reinterpret_cast<T*>(smem) + 2 * kStage;  // [2][32 px][kLd]  (co contiguous)
+  T* sA = reinterpret_cast<T*>(smem);                          // [kStages][32 px][kLd]  (ci contiguous)
+  T* sB = reinterpret_cast<T*>(smem) + TL::kStages * kStage;   // [kStages][32 px][kLd]  (co contiguous)
   float* sC = reinterpret_cast<float*>(smem);       // [64 ci][kGwLdC], after the main loop
 
   const ConvGeom& g = p.g;
@@ -524,18 +538,7 @@ grad_weight_igemm_kernel(const T* __restrict__ x, const T* __restrict__ gout, fl
   wmma::fill_fragment(acc[1], 0.0f);
   const int wi = 16 * (warp % 4), wj = 32 * (warp / 4);
 
-  load_stage(0);
-  async_copy_commit();
-  for (int64_t ks = 0; ks < ksteps; ++ks) {
-    const int stage = int(ks & 1);
-    if (ks + 1 < ksteps) {
-      load_stage(stage ^ 1);  // K step ks + 1; stage^1 was released by the trailing barrier of ks-1
-      async_copy_commit();
-      async_copy_wait<1>();
-    } else {
-      async_copy_wait<0>();
-    }
-    __syncthreads();  // every thread's copies of `stage` visible
+  pipelined_k_loop<TL::kStages>(ksteps, load_stage, [&](int stage) {
     const T* tA = sA + stage * kStage;
     const T* tB = sB + stage * kStage;
 #pragma unroll
@@ -559,8 +562,7 @@ grad_weight_igemm_kernel(const T* __restrict__ x, const T* __restrict__ gout, fl
         wmma::mma_sync(acc[j], fa, fb, acc[j]);
       }
     }
-    __syncthreads();  // `stage` fully read before refill / reuse as sC
-  }
+  });  // returns with every copy landed and every warp done with the slots: sC may reuse them
 #pragma unroll
   for (int j = 0; j < 2; ++j)  // wi*272 B and (wj+16j)*4 B: multiples of 32 B
     wmma::store_matrix_sync(sC + wi * kGwLdC + wj + 16 * j, acc[j], kGwLdC, wmma::mem_row_major);

@@ -107,7 +107,8 @@ void async_copy16(void* dst, const void* src, bool valid) {
   c.dst = dst;
   if (valid) std::memcpy(c.data, src, 16);  // the source is read at issue ...
   else std::memset(c.data, 0, 16);          // ... or zero-filled (src-size 0)
-  t.open_group.push_back(c);
+  if (L.cfg.async_land_at_issue) std::memcpy(dst, c.data, 16);  // ... and lands now (the earliest)
+  else t.open_group.push_back(c);                                // ... or at the wait (the latest)
 }
 
 void async_commit() {

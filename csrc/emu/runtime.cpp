@@ -481,6 +481,12 @@ Config config_from_env() {
     c.tf32_truncate = s == "truncate";
   }
   if (const char* v = std::getenv("PROGAN_EMU_STACK_KB")) c.stack_bytes = std::max(64ul, std::strtoul(v, nullptr, 10)) * 1024;
+  if (const char* v = std::getenv("PROGAN_EMU_ASYNC_LAND")) {
+    const std::string s(v);
+    if (s != "wait" && s != "issue" && !s.empty())
+      throw Error("CUDA emulator: PROGAN_EMU_ASYNC_LAND must be wait or issue, got '" + s + "'");
+    c.async_land_at_issue = s == "issue";
+  }
   if (const char* v = std::getenv("PROGAN_EMU_DRY_RUN")) {
     const std::string s(v);
     if (s != "0" && s != "1" && !s.empty())

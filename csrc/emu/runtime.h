@@ -80,10 +80,15 @@ struct Config {
   bool tf32_truncate = false;  // how mma treats fp32 operands the code did not convert to TF32
   size_t stack_bytes = 256 * 1024;
   bool dry_run = false;  // check and count launches, run no block (PROGAN_EMU_DRY_RUN=1)
+  // When a cp.async lands: at the matching wait_group (the latest a GPU allows: a read before the
+  // wait sees the old contents), or at issue (the earliest: a copy into a slot that another warp
+  // may still be reading overwrites it at once). PROGAN_EMU_ASYNC_LAND = wait | issue.
+  bool async_land_at_issue = false;
 };
 // The configuration of the next launches: PROGAN_EMU_BLOCK_ORDER (forward | reverse | shuffle),
-// PROGAN_EMU_THREAD_ORDER (the same, or warps | warps-reverse), PROGAN_EMU_SEED, PROGAN_EMU_TF32 (rna | truncate),
-// PROGAN_EMU_STACK_KB, PROGAN_EMU_DRY_RUN, read from the environment at every launch. A dry run
+// PROGAN_EMU_THREAD_ORDER (the same, or warps | warps-reverse), PROGAN_EMU_SEED, PROGAN_EMU_TF32
+// (rna | truncate), PROGAN_EMU_ASYNC_LAND (wait | issue), PROGAN_EMU_STACK_KB, PROGAN_EMU_DRY_RUN,
+// read from the environment at every launch. A dry run
 // checks each launch's configuration (grid, block, shared memory) and counts it, but runs none of
 // its blocks: outputs keep whatever their allocation held. It walks the host code's decisions
 // (paths, workspaces, grids) at shapes too large to emulate, e.g. every layer of the official
