@@ -7,6 +7,8 @@ torch.ops.progan_ext_emu; otherwise they skip. Cases that need the compiled exte
 was not built.
 """
 
+import os
+
 import pytest
 import torch
 
@@ -53,6 +55,15 @@ def _route_emulated_cuda(request):
     finally:
         ops.use_kernels("cpu", before)
 
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Every test starts from the same global RNG state, whatever ran before it: layers and
+    networks draw their weights from it, so a test's values do not depend on the test order or
+    on which tests were selected (a CI run that failed only in a subset of the suite).
+    PROGAN_EXT_TEST_SEED picks another state, to look for tests whose tolerance holds only by luck."""
+    torch.manual_seed(int(os.environ.get("PROGAN_EXT_TEST_SEED", "0")))
 
 
 @pytest.fixture(autouse=True)

@@ -105,6 +105,7 @@ def test_build_info_recorded():
 def test_layers_deepcopy_and_autocast(impl):
     import copy
 
+    torch.manual_seed(0)  # the layers draw their weights from the global generator
     conv = layers.EqualizedConv2d(6, 5, 3, resample="up", pixel_norm=True, impl=impl)
     dense = layers.EqualizedLinear(6, 7, impl=impl)
     twin = copy.deepcopy(conv)  # EMA generators are deep copies
@@ -115,7 +116,13 @@ def test_layers_deepcopy_and_autocast(impl):
         z = dense(randn((3, 6)))
         w = ops.bias_act(y, torch.zeros(5))  # float32 bias meets bfloat16 activations
     assert y.dtype == torch.bfloat16 and z.dtype == torch.bfloat16 and w.dtype == torch.bfloat16
-    torch.testing.assert_close(y.float(), conv(x), rtol=5e-2, atol=5e-2)
+    # Compared norm-wise: rounding x and the weight to bfloat16 moves the conv output by about
+    # 2^-8 of the terms it sums, and where a pixel's channels nearly cancel, pixel norm divides that
+    # by a small rms, so single elements may land far off (0.13 of a unit-rms output, seen in one
+    # of 300 weight draws). Over 5000 draws the norm-wise error had median 0.004, max 0.026.
+    expected = conv(x)
+    error = (y.float() - expected).norm() / expected.norm()
+    assert error < 5e-2, f"bfloat16 autocast output off by {error:.3g} of its norm"
 
 
 def test_bias_dtype_mismatch_outside_autocast_is_an_error():

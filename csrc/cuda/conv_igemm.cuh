@@ -23,12 +23,12 @@
 //      WMMA fragments with fp32 accumulators.
 //      Tiles are filled by cp.async (16 B per copy, zero-fill for padding / ragged Cin / Cout)
 //      through a 3-stage ring (kStages; pipelined_k_loop, which the weight-gradient GEMM shares):
-//      two K steps are in flight while one is computed, and a
-//      K step costs one barrier. (The 2 stages before it had one K step of copies in flight
-//      while one was computed, and took two barriers per step; the H200 run of 2026-12-04
-//      measured that kernel at 20% of the matmul ceiling, under half of what its shared-memory
-//      traffic allows by the model in benchmarks/NOTES.md.) Each
-//      thread issues 2 A copies (rows tid/4 and tid/4+64, chunk tid%4) and 1 B copy per K step.
+//      two K steps are in flight while one is computed, and a K step costs one barrier. (The 2
+//      stages before it had one K step of copies in flight while one was computed, and took two
+//      barriers per step; the H200 run of 2026-12-04 measured that kernel at 20% of the matmul
+//      ceiling, under half of what its shared-memory traffic allows by the model in
+//      benchmarks/NOTES.md.) Each thread issues 2 A copies (rows tid/4 and tid/4+64, chunk
+//      tid%4) and 1 B copy per K step.
 //      smem (3 stages): A 3 x 128 x 80 B = 30720 B, B 3 x 32 x 144 B = 13824 B (halves) or
 //      3 x 16 x 272 B = 13056 B (floats); the epilogue reuses the buffer for the fp32 C tile,
 //      row-major 128 x (64+4) for channels_last output, column-major 64 x (128+4) for NCHW (the

@@ -369,7 +369,8 @@ void run_block(Launch& L, std::mt19937_64& rng) {
   }
   PROGAN_EMU_TRACE_EVENT(trace::block_begin(L));
   const bool by_warp = L.cfg.thread_order == Order::Warps || L.cfg.thread_order == Order::WarpsReverse;
-  const std::vector<unsigned> order = make_order(L.nthreads, by_warp ? Order::Forward : L.cfg.thread_order, rng);
+  // The lane order of the round-robin orders; the warp orders walk warps and lanes themselves.
+  const std::vector<unsigned> order = by_warp ? std::vector<unsigned>{} : make_order(L.nthreads, L.cfg.thread_order, rng);
   unsigned live = L.nthreads;
   // Runs thread i, if runnable, until it blocks or exits, and records where it stopped; false if
   // it could not run.
