@@ -103,6 +103,9 @@ CONV_CASES = [
     ("same", "tf32", "channels_last", 2, 5, 7, 3, 16, False, {"conv.igemm_tf32", "conv.cin_padded"}),
     ("same", torch.float16, "nchw", 1, 3, 5, 16, 520, True, {"conv.igemm", "conv.norm_pass"}),
     ("same", torch.float16, "misaligned", 1, 3, 5, 16, 16, False, {"conv.igemm"}),  # NCHW: copied to NHWC
+    # narrow blocks (<= 32 live channels: warps on 16-row slices): 24 = 1.5 fragments; 96 = 64 + 32
+    ("same", torch.bfloat16, "channels_last", 2, 9, 9, 16, 24, True, {"conv.igemm", "conv.norm_in_tile"}),
+    ("same", "tf32", "nchw", 2, 9, 8, 8, 96, False, {"conv.igemm_tf32"}),
     ("up", torch.float16, "channels_last", 3, 1, 1, 8, 3, False, {"conv.igemm"}),   # Cout padded to the vector
     ("up", torch.bfloat16, "nchw", 1, 3, 5, 16, 65, True, {"conv.igemm", "conv.norm_pass"}),
     ("up", "tf32", "channels_last", 1, 17, 9, 24, 16, True, {"conv.igemm_tf32", "conv.norm_in_tile"}),

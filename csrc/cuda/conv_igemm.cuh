@@ -41,6 +41,9 @@
 //      Why these tiles: 128x64 gives each warp a 32x32 sub-tile (4 MMAs per 4 fragment loads) and
 //      keeps smem < 48 KB so that several blocks fit an SM; BN=64 matches the high-resolution
 //      ProGAN layers (Cout 16..64), where the fused pixel norm is then done inside the tile.
+//      A block with at most 32 live output channels (Cout 16 / 32, a ragged last column tile)
+//      maps its warps onto the rows instead (rows 16w..+16, the 1 or 2 live column fragments):
+//      the padding columns cost no MMA, and every warp keeps a share of the work.
 //    Epilogue: bias + leaky ReLU in fp32, then pixel norm in-tile when Cout <= BN (one block holds
 //    every channel of its pixels); when Cout > BN the pre-norm fp32 values go to a workspace and a
 //    second pass (norm_pass_*_kernel, conv_simple.cuh) normalizes each pixel in a fixed order (deterministic,
@@ -286,39 +289,56 @@ conv_igemm_kernel(const T* __restrict__ x, const T* __restrict__ wt, const float
   for (int i = 0; i < 2; ++i)
 #pragma unroll
     for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
-  const int wm = (warp / 2) * 32, wn = (warp % 2) * 32;
+  // Warp tile: fragments i < ni (rows wm + 16i) x j < nj (columns wn + 16j); block-uniform. With
+  // > 32 live channels warp w takes rows 32*(w/2)..+32, columns 32*(w%2)..+32. A narrow block
+  // (<= 32: Cout 16 / 32, a ragged last tile) would leave the odd warps all padding; its warps
+  // take rows 16w..+16 and the 1 or 2 live column fragments: 1/2 or 1/4 of the MMAs, on every warp.
+  const int live = g.Cout - n0 < kBN ? int(g.Cout - n0) : kBN;
+  const bool narrow = live <= 32;
+  const int wm = narrow ? 16 * warp : (warp / 2) * 32, wn = narrow ? 0 : (warp % 2) * 32;
+  const int ni = narrow ? 1 : 2, nj = narrow ? (live + 15) / 16 : 2;
 
-  pipelined_k_loop<kStages>(ksteps, load_stage, [&](int stage) {
-    const T* tA = sA + stage * kStageA;
-    const T* tB = sB + stage * kStageB;
+  // The K loop, compiled per warp-tile shape: the hot full-tile loop carries no narrow guards.
+  const auto k_loop = [&](auto ni_c, auto nj_c) {
+    constexpr int NI = decltype(ni_c)::value, NJ = decltype(nj_c)::value;
+    pipelined_k_loop<kStages>(ksteps, load_stage, [&](int stage) {
+      const T* tA = sA + stage * kStageA;
+      const T* tB = sB + stage * kStageB;
 #pragma unroll
-    for (int kq = 0; kq < kBK; kq += kK) {
-      wmma::fragment<wmma::matrix_a, 16, 16, kK, Prec, wmma::row_major> fa[2];
-      wmma::fragment<wmma::matrix_b, 16, 16, kK, Prec, wmma::row_major> fb[2];
+      for (int kq = 0; kq < kBK; kq += kK) {
+        wmma::fragment<wmma::matrix_a, 16, 16, kK, Prec, wmma::row_major> fa[NI];
+        wmma::fragment<wmma::matrix_b, 16, 16, kK, Prec, wmma::row_major> fb[NJ];
 #pragma unroll
-      // A offsets: 16 rows * 80 B = 1280 B, kq * sizeof(T) = 0|32 B: 32 B aligned.
-      for (int i = 0; i < 2; ++i)
-        wmma::load_matrix_sync(fa[i], reinterpret_cast<const W*>(tA + (wm + 16 * i) * kLdA + kq), kLdA);
+        // A offsets: 16 rows * 80 B = 1280 B, kq * sizeof(T) = 0|32 B: 32 B aligned.
+        for (int i = 0; i < NI; ++i)
+          wmma::load_matrix_sync(fa[i], reinterpret_cast<const W*>(tA + (wm + 16 * i) * kLdA + kq), kLdA);
 #pragma unroll
-      // B offsets: kq rows * (144|272) B (Tile asserts), (wn+16j) * sizeof(T): 32 B multiples.
-      for (int j = 0; j < 2; ++j)
-        wmma::load_matrix_sync(fb[j], reinterpret_cast<const W*>(tB + kq * kLdB + wn + 16 * j), kLdB);
-      if constexpr (std::is_same_v<T, float>) {  // round the fp32 operands to TF32
+        // B offsets: kq rows * (144|272) B (Tile asserts), (wn+16j) * sizeof(T): 32 B multiples.
+        for (int j = 0; j < NJ; ++j)
+          wmma::load_matrix_sync(fb[j], reinterpret_cast<const W*>(tB + kq * kLdB + wn + 16 * j), kLdB);
+        if constexpr (std::is_same_v<T, float>) {  // round the fp32 operands to TF32
 #pragma unroll
-        for (int i = 0; i < 2; ++i)
+          for (int i = 0; i < NI; ++i)
 #pragma unroll
-          for (int t = 0; t < fa[i].num_elements; ++t) fa[i].x[t] = wmma::__float_to_tf32(fa[i].x[t]);
+            for (int t = 0; t < fa[i].num_elements; ++t) fa[i].x[t] = wmma::__float_to_tf32(fa[i].x[t]);
 #pragma unroll
-        for (int j = 0; j < 2; ++j)
+          for (int j = 0; j < NJ; ++j)
 #pragma unroll
-          for (int t = 0; t < fb[j].num_elements; ++t) fb[j].x[t] = wmma::__float_to_tf32(fb[j].x[t]);
+            for (int t = 0; t < fb[j].num_elements; ++t) fb[j].x[t] = wmma::__float_to_tf32(fb[j].x[t]);
+        }
+#pragma unroll
+        for (int i = 0; i < NI; ++i)
+#pragma unroll
+          for (int j = 0; j < NJ; ++j) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
       }
-#pragma unroll
-      for (int i = 0; i < 2; ++i)
-#pragma unroll
-        for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
-    }
-  });  // returns with every copy landed and every warp done with the slots: sC may reuse them
+    });  // returns with every copy landed and every warp done with the slots: sC may reuse them
+  };
+  if (!narrow)
+    k_loop(std::integral_constant<int, 2>{}, std::integral_constant<int, 2>{});
+  else if (nj == 2)
+    k_loop(std::integral_constant<int, 1>{}, std::integral_constant<int, 2>{});
+  else
+    k_loop(std::integral_constant<int, 1>{}, std::integral_constant<int, 1>{});
 
   // ---- epilogue: accumulators -> sC (the A/B buffers are free: last barrier above) ----------
   // The C tile is laid out the way the stores walk it, so that every pass over it reads
@@ -331,6 +351,7 @@ conv_igemm_kernel(const T* __restrict__ x, const T* __restrict__ wt, const float
   for (int i = 0; i < 2; ++i)
 #pragma unroll
     for (int j = 0; j < 2; ++j) {  // (wm+16i)*272 B, (wn+16j)*4 B; (wn+16j)*528 B, (wm+16i)*4 B: 32 B multiples
+      if (i >= ni || j >= nj) continue;  // a narrow block's unused fragments (columns >= live are never read)
       if (col)
         wmma::store_matrix_sync(sC + at(wm + 16 * i, wn + 16 * j), acc[i][j], kLdCT, wmma::mem_col_major);
       else
@@ -342,7 +363,7 @@ conv_igemm_kernel(const T* __restrict__ x, const T* __restrict__ wt, const float
   // walks the tile in its memory order.
   // Only the ncols live columns are walked: with a narrow Cout (toRGB: 3) a warp's channels_last
   // stores are then 32 consecutive elements of the output, not 3 lanes of 32.
-  const int ncols = g.Cout - n0 < kBN ? int(g.Cout - n0) : kBN;
+  const int ncols = live;
   const auto rc = [col, ncols](int e, int& r, int& c) {
     if (col) {
       r = e % kBM, c = e / kBM;
