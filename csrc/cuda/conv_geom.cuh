@@ -15,6 +15,16 @@
 //                       D = [[1,0,0],[1,1,0],[0,1,1],[0,0,1]] (3x3 conv + 2x2 average pool).
 // (the same for columns). Out-of-image taps read zero (padding).
 //
+// Three forward paths, chosen on the host (conv_common.cuh, conv_forward_impl):
+//  * pointwise path (conv_pointwise.cuh; any dtype): 1x1 `same` convs with <= 4 channels on one
+//    side (toRGB, fromRGB, their input gradients), memory-bound: the input is read in place, no
+//    NHWC copy, no padding; a thread per pixel over the NCHW planes, a group of lanes per pixel
+//    over the NHWC rows (the `rows` kernels); the weight gradient likewise
+//    (grad_weight_pointwise, grad_weight_pointwise_rows).
+//  * simple path (any dtype incl. float64, any layout/shape): one thread per output element,
+//    accumulating in acc_t over Cin x taps in a fixed order. Obviously correct, slow.
+//  * implicit-GEMM fast path: conv_igemm.cuh, whose design note continues this one.
+//
 // --------------------------------------------------------------------------------------------------
 #pragma once
 

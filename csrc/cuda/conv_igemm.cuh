@@ -1,16 +1,9 @@
 // Tensor-core (implicit-GEMM) convolution kernels of the equalized-LR convolutions, and the design
-// note of every conv path. Geometry: conv_geom.cuh; simple kernels: conv_simple.cuh; host code:
-// conv_common.cuh.
+// note of their path (the other paths' note: conv_geom.cuh). Simple kernels: conv_simple.cuh; host
+// code: conv_common.cuh.
 //
 // ---- Design note (continued from conv_geom.cuh) ---------------------------------------------------
-// Three forward paths, chosen on the host (conv_common.cuh, conv_forward_impl):
-//  * pointwise path (conv_pointwise.cuh; any dtype): 1x1 `same` convs with <= 4 channels on one
-//    side (toRGB, fromRGB, their input gradients), memory-bound: the input is read in place, no
-//    NHWC copy, no padding; a thread per pixel over the NCHW planes, a group of lanes per pixel
-//    over the NHWC rows (the `rows` kernels); the weight gradient likewise
-//    (grad_weight_pointwise, grad_weight_pointwise_rows).
-//  * simple path (any dtype incl. float64, any layout/shape): one thread per output element,
-//    accumulating in acc_t over Cin x taps in a fixed order. Obviously correct, slow.
+// The third forward path (the pointwise and simple paths: conv_geom.cuh):
 //  * implicit-GEMM fast path (igemm::conv_igemm_kernel) for float16/bfloat16 (WMMA m16n16k16)
 //    and float32 when TF32 is allowed (WMMA m16n16k8 tf32), on sm_80+; requires Cin % vec == 0
 //    (vec = 16 B / element size: 8 halves, 4 floats; the host zero-pads other Cin up to it) and
@@ -209,7 +202,7 @@ conv_igemm_kernel(const T* __restrict__ x, const T* __restrict__ wt, const float
   const int64_t n0 = int64_t(blockIdx.y) * kBN;      // first output channel
 
   // ---- per-thread A rows: thread loads 16-byte chunk (tid%4) of rows tid/4 and tid/4 + 64.
-  // For each row we keep the image base and the input coords of tap (0,0); rows >= Mp are
+  // For each row we keep its tap (0,0) pixel and that pixel's input coords; rows >= Mp are
   // marked invalid (zero-filled).
   const int a_chunk = tid % 4;
   const T* a_img[2];
@@ -221,7 +214,6 @@ conv_igemm_kernel(const T* __restrict__ x, const T* __restrict__ wt, const float
     a_ok[i] = m < p.Mp;
     const int64_t mm = a_ok[i] ? m : 0;
     const int64_t qx = mm % p.Wp, qy = (mm / p.Wp) % p.Hp, n = mm / (p.Wp * p.Hp);
-    a_img[i] = x + n * g.H * g.W * g.Cin;
     if constexpr (M == ConvMode::Up) {  // output (2qy+py, 2qx+px); tap 0 at q + parity - 1
       a_iy0[i] = qy + py - 1;
       a_ix0[i] = qx + px - 1;
@@ -229,6 +221,9 @@ conv_igemm_kernel(const T* __restrict__ x, const T* __restrict__ wt, const float
       a_iy0[i] = tap0<M>(qy, g.pad);
       a_ix0[i] = tap0<M>(qx, g.pad);
     }
+    // The row's tap (0, 0) pixel, chunk a_chunk (outside the image at the borders: only offset
+    // from, and read only through taps inside it).
+    a_img[i] = x + ((n * g.H + a_iy0[i]) * g.W + a_ix0[i]) * g.Cin + kVecE * a_chunk;
   }
   // ---- output offsets: row r's element of channel co is at sRow[r] + co * (channels_last ? 1 :
   // Ho*Wo), -1 for rows >= Mp. One set of divisions per row here, instead of three per stored
@@ -258,30 +253,43 @@ conv_igemm_kernel(const T* __restrict__ x, const T* __restrict__ wt, const float
   // The K-step cursor of the next load_stage call: tap (ld_ty, ld_tx) and first channel ld_c0.
   // The steps are loaded in order (ks_begin, ks_begin + 1, ...), so the cursor advances by
   // additions, Cin innermost; no per-step division (one set here, for the split's first step).
+  // What depends on the tap alone (bounds tests, the tap's image offset, the weight pointer) is set
+  // when the tap changes (set_tap); a step within a tap adds its channel offset (benchmarks/NOTES.md).
   const int first_tap = int(ks_begin / cin_steps);
   int ld_ty = first_tap / g.kt, ld_tx = first_tap % g.kt;
   int ld_c0 = int(ks_begin % cin_steps) * kBK;  // Cin < 2^31 (host)
-  auto load_stage = [&](int stage) {
-    const int ty = ld_ty, tx = ld_tx, tap = ty * g.kt + tx;
-    const int64_t c0 = ld_c0;
-    ld_c0 += kBK;
-    if (ld_c0 >= g.Cin) {
-      ld_c0 = 0;
-      if (++ld_tx == g.kt) ld_tx = 0, ++ld_ty;
+  bool a_in[2];        // row valid and its tap pixel inside the image
+  int64_t a_tap_off;   // elements from a row's tap (0, 0) pixel to its current tap pixel
+  const T* b_src;      // weight element (tap, ld_c0 + b_row, b_col)
+  const auto set_tap = [&]() {
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const int64_t iy = a_iy0[i] + ld_ty, ix = a_ix0[i] + ld_tx;
+      a_in[i] = a_ok[i] && iy >= 0 && iy < g.H && ix >= 0 && ix < g.W;
     }
+    a_tap_off = (int64_t(ld_ty) * g.W + ld_tx) * g.Cin;
+    b_src = wphase + ((int64_t(ld_ty) * g.kt + ld_tx) * g.Cin + ld_c0 + b_row) * p.CoutP + b_col;
+  };
+  set_tap();
+  auto load_stage = [&](int stage) {
+    const int c0 = ld_c0;
     T* dA = sA + stage * kStageA;
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
-      const int64_t iy = a_iy0[i] + ty, ix = a_ix0[i] + tx, c = c0 + kVecE * a_chunk;
       // Cin % kVecE == 0, so a chunk starting below Cin lies entirely below Cin.
-      const bool ok = a_ok[i] && iy >= 0 && iy < g.H && ix >= 0 && ix < g.W && c < g.Cin;
-      const T* src = ok ? a_img[i] + (iy * g.W + ix) * g.Cin + c : x;
+      const bool ok = a_in[i] && c0 + kVecE * a_chunk < g.Cin;
+      const T* src = ok ? a_img[i] + a_tap_off + c0 : x;
       async_copy16(dA + (tid / 4 + 64 * i) * kLdA + kVecE * a_chunk, src, ok);  // 16 B aligned: row pitch 80 B
     }
-    const int64_t ci = c0 + b_row;
-    const bool okb = b_col_ok && ci < g.Cin;
-    const T* srcb = okb ? wphase + (int64_t(tap) * g.Cin + ci) * p.CoutP + b_col : wt;
-    async_copy16(sB + stage * kStageB + b_row * kLdB + kVecE * b_chunk, srcb, okb);  // pitch 144|272 B = 16 B multiple
+    const bool okb = b_col_ok && c0 + b_row < g.Cin;
+    async_copy16(sB + stage * kStageB + b_row * kLdB + kVecE * b_chunk, okb ? b_src : wt, okb);  // pitch 144|272 B = 16 B multiple
+    ld_c0 += kBK;
+    b_src += int64_t(kBK) * p.CoutP;
+    if (ld_c0 >= g.Cin) {  // the next tap (none after the last)
+      ld_c0 = 0;
+      if (++ld_tx == g.kt) ld_tx = 0, ++ld_ty;
+      if (ld_ty < g.kt) set_tap();
+    }
   };
 
   wmma::fragment<wmma::accumulator, 16, 16, kK, float> acc[2][2];
