@@ -572,7 +572,8 @@ def main(argv=None) -> int:
     if args.autotune == "on":
         won = [c["choice"] for c in autotune.choices()]
         print(f"# autotune: {len(won)} signatures tuned; the eager composite won {won.count('eager')}, "
-              f"the kernel {won.count('kernel')}, the kernel without split-K {won.count('kernel_unsplit')} "
+              f"the kernel {won.count('kernel')}, the kernel without split-K {won.count('kernel_unsplit')}, "
+              f"the kernel on an NHWC copy {won.count('kernel_nhwc')} "
               "(per row: JSON field 'autotune')")
     print(f"# {len(rows) - skipped} rows in {deadline.elapsed():.1f} s; {skipped} skipped (time budget); "
           f"{len(failed)} with a failure or mismatch" + (f"; JSON: {args.out}" if args.out else ""))

@@ -63,6 +63,8 @@ inline void define_schemas(torch::Library& m) {
   m.def("kernel_path_counts(bool reset=False) -> str", &kernel_path_counts);
   // ---- path knob (no tensors): may the tensor-core conv split K? (this thread; returns the old) ---
   m.def("set_conv_split_k(bool enabled) -> bool", &set_conv_split_k);
+  // ---- path knob: may the tensor-core conv read an NCHW input in place (else from an NHWC copy)? --
+  m.def("set_conv_nchw_loads(bool enabled) -> bool", &set_conv_nchw_loads);
 }
 
 }  // namespace progan_ext

@@ -5,7 +5,9 @@ arguments, device) on a device type that is tuned (CUDA by default) times the ca
 compiled kernel and the eager composite of ``progan_ext.reference`` (cuDNN convolutions and
 separate bias, activation and pixel-norm passes, as plain PyTorch would run them), and for a
 convolution whose tensor-core kernel splits K (the small maps) also that kernel with the split off
-(``kernel_unsplit``: one pass, no workspace, no reduction launch), and caches the fastest; later
+(``kernel_unsplit``: one pass, no workspace, no reduction launch), and for a tensor-core
+convolution of an NCHW input, which the kernel reads in place, also that kernel reading an NHWC
+copy instead (``kernel_nhwc``), and caches the fastest; later
 calls with that signature run the cached choice without timing anything, so the choice is
 deterministic for the life of the process. The timing runs under ``torch.no_grad()``
 on the call's own inputs (forward only), ``warmup`` + ``reps`` runs each, median of the reps, with
@@ -35,7 +37,7 @@ __all__ = ["enabled", "enable", "device_types", "choose", "choices", "clear", "s
 
 log = logging.getLogger("progan_ext.autotune")
 
-CANDIDATES = ("kernel", "kernel_unsplit", "eager")  # in order of preference on a tie
+CANDIDATES = ("kernel", "kernel_unsplit", "kernel_nhwc", "eager")  # in order of preference on a tie
 device_types: set[str] = {"cuda"}  # tuned device types (mutated in place by enable)
 _cache: dict[tuple, str] = {}
 _times: dict[tuple, dict[str, float]] = {}

@@ -146,41 +146,58 @@ def _use_kernel(op: str, args: tuple, run_kernel, run_eager) -> bool:
     return autotune.choose(op, args, {"kernel": run_kernel, "eager": run_eager}) == "kernel"
 
 
-def _split_k_count(namespace) -> int:
-    """How many tensor-core convs of this module have split K so far (its path counts, not reset)."""
-    return _ext.parse_counts(getattr(torch.ops, namespace).kernel_path_counts(False)).get("conv.split_k", 0)
+# The tensor-core conv's path knobs that autotuning also times (kernel_paths.h): candidate name ->
+# (the knob's setter in the kernel namespace, the path a call records when the knob changes it).
+# "kernel_unsplit": K not split (the small maps); "kernel_nhwc": an NCHW input copied to NHWC
+# first instead of read in place.
+_CONV_KNOBS = {"kernel_unsplit": ("set_conv_split_k", "conv.split_k"),
+               "kernel_nhwc": ("set_conv_nchw_loads", "conv.nchw_loads")}
 
 
-def _unsplit(x: torch.Tensor, run):
-    """``run()`` with the tensor-core conv's split-K turned off on this thread (the op's forward
-    only: its backward runs later, with the default)."""
-    ns = getattr(torch.ops, kernel_namespace(x.device.type))
-    before = ns.set_conv_split_k(False)
+def _path_counts(namespace) -> dict:
+    """This module's kernel path counts so far (not reset)."""
+    return _ext.parse_counts(getattr(torch.ops, namespace).kernel_path_counts(False))
+
+
+def _knob_off(x: torch.Tensor, setter: str, run):
+    """``run()`` with one of the tensor-core conv's path knobs turned off on this thread (the op's
+    forward only: its backward runs later, with the default)."""
+    knob = getattr(getattr(torch.ops, kernel_namespace(x.device.type)), setter)
+    before = knob(False)
     try:
         return run()
     finally:
-        ns.set_conv_split_k(before)
+        knob(before)
 
 
 def _run_conv(op: str, x: torch.Tensor, args: tuple, run, eager) -> torch.Tensor:
-    """A conv op's call: the kernel, unless autotuning (CUDA tensors) measured the eager composite
-    or, where the kernel splits K for these shapes, the kernel without the split, faster."""
+    """A conv op's call: the kernel, unless autotuning (CUDA tensors) measured the eager composite,
+    or the kernel with one of its path knobs off (_CONV_KNOBS; timed only where the knob changes
+    this call's path), faster."""
     if not _tuned(x):
         return run()
 
     def candidates():  # built only when the signature is timed
         found = {"kernel": run, "eager": eager}
         namespace = kernel_namespace(x.device.type)
-        if hasattr(getattr(torch.ops, namespace), "set_conv_split_k"):  # a routed namespace may lack it
-            before = _split_k_count(namespace)
+        ns = getattr(torch.ops, namespace)
+        knobs = {name: knob for name, knob in _CONV_KNOBS.items() if hasattr(ns, knob[0])}  # a routed namespace may lack them
+        if knobs:
+            before = _path_counts(namespace)
             with torch.no_grad():
                 run()
-            if _split_k_count(namespace) > before:
-                found["kernel_unsplit"] = lambda: _unsplit(x, run)
+            after = _path_counts(namespace)
+            for name, (setter, path) in knobs.items():
+                if after.get(path, 0) > before.get(path, 0):
+                    found[name] = lambda setter=setter: _knob_off(x, setter, run)
         return found
 
     choice = autotune.choose(op, args, candidates)
-    return eager() if choice == "eager" else _unsplit(x, run) if choice == "kernel_unsplit" else run()
+    if choice == "eager":
+        return eager()
+    if choice in _CONV_KNOBS:
+        return _knob_off(x, _CONV_KNOBS[choice][0], run)
+    return run()
 
 
 def _pn_form(op: str, x: torch.Tensor):

@@ -51,8 +51,10 @@ def paths(device):
 
 
 def conv_inputs(device, n=2, h=6, w=4, seed=0):
+    """channels_last: the candidates are then the kernel and the eager composite only (an NCHW input
+    of a tensor-core conv, fp32 with TF32 allowed included, adds kernel_nhwc)."""
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 8, h, w, generator=g).to(device)
+    x = torch.randn(n, 8, h, w, generator=g).to(device).contiguous(memory_format=torch.channels_last)
     wt = torch.randn(16, 8, 3, 3, generator=g).to(device)
     b = torch.randn(16, generator=g).to(device)
     return x, wt, b
@@ -222,3 +224,29 @@ def test_the_split_knob_is_per_thread_cuda(device):
     finally:
         assert ns.set_conv_split_k(True) is False
     assert seen == [True]  # another thread's setting was its own default, untouched by this one
+
+
+@pytest.mark.parametrize("device", CUDA)
+def test_a_conv_reading_nchw_in_place_is_also_timed_on_an_nhwc_copy_cuda(device, tuned):
+    """The tensor-core conv reads an NCHW input in place; autotuning also times it on an NHWC copy
+    of the input (the set_conv_nchw_loads knob off), runs the winner with the knob set around the
+    call, and leaves the knob on afterwards. Channels_last inputs have no such candidate."""
+    timer = FakeTimer(kernel=3e-3, kernel_nhwc=1e-3, eager=2e-3)
+    autotune.set_timer(timer)
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 16, 5, 7, generator=g).to(device=device, dtype=torch.bfloat16)
+    wt = torch.randn(24, 16, 3, 3, generator=g).to(device=device, dtype=torch.bfloat16)
+    b = torch.randn(24, generator=g).to(device=device, dtype=torch.bfloat16)
+    ops.upsample_conv2d(x, wt, b)
+    assert sorted(timer.calls) == ["eager", "kernel", "kernel_nhwc"]
+    assert autotune.choices()[0]["choice"] == "kernel_nhwc"
+    paths(device)
+    out = ops.upsample_conv2d(x, wt, b)  # cached: the kernel on an NHWC copy
+    p = paths(device)
+    assert p.get("conv.igemm") == 1 and "conv.nchw_loads" not in p and len(timer.calls) == 3, p
+    want = ref.upsample_conv2d(x.double(), wt.double(), b.double())
+    torch.testing.assert_close(out.double(), want, rtol=4e-2, atol=4e-2 * want.abs().max().item())
+    ns = emulated.ops() if is_emulated(device) else torch.ops.progan_ext
+    assert ns.set_conv_nchw_loads(True) is True  # back on after the call
+    ops.upsample_conv2d(x.contiguous(memory_format=torch.channels_last), wt, b)  # a new signature
+    assert sorted(timer.calls[3:]) == ["eager", "kernel"]

@@ -122,6 +122,20 @@ CONV_CASES = [
 ]
 
 
+def with_counts(paths, x):
+    """{path: 1} for a call on x, with_nchw_loads."""
+    return {p: 1 for p in with_nchw_loads(paths, x)}
+
+
+def with_nchw_loads(paths, x):
+    """The paths of a conv on x: a tensor-core conv reads an NCHW input in place ("conv.nchw_loads"):
+    NCHW-contiguous x (also where the layouts coincide: 1x1 images), and x contiguous in neither
+    format (copied to NCHW)."""
+    tensor_core = paths & {"conv.igemm", "conv.igemm_tf32"}
+    nchw = x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last)
+    return paths | {"conv.nchw_loads"} if tensor_core and nchw else paths
+
+
 @pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: "-".join(map(str, [c[0], str(c[1]).split(".")[-1], *c[2:9]])))
 def test_conv_paths_and_values(cuda, monkeypatch, case):
     mode, dtype, layout, n, h, w, cin, cout, pn, paths = case
@@ -132,12 +146,43 @@ def test_conv_paths_and_values(cuda, monkeypatch, case):
     op = OP_OF_MODE[mode]
     extra = () if mode == "down" else (pn,)
     out = getattr(cuda.ops, op)(x, wt, b, math.sqrt(2), "lrelu", 0.2, *extra)
-    assert cuda.paths() == {p: 1 for p in paths}
+    assert cuda.paths() == {p: 1 for p in with_nchw_loads(paths, x)}
     kw = dict(gain=math.sqrt(2), act="lrelu", alpha=0.2, **({} if mode == "down" else {"pixel_norm": pn}))
     want = getattr(ref, op)(x.double().cpu(), wt.double().cpu(), b.double().cpu(), **kw)
     assert out.dtype == dtype and out.shape == want.shape
     assert_close_scaled(out, want, tol)
     assert out.is_contiguous(memory_format=suggest_memory_format(x))  # the input's layout
+
+
+@pytest.mark.parametrize("case", [c for c in CONV_CASES if c[2] in ("nchw", "misaligned", "noncontig")
+                                  and c[9] & {"conv.igemm", "conv.igemm_tf32"}],
+                         ids=lambda c: "-".join(map(str, [c[0], str(c[1]).split(".")[-1], *c[2:9]])))
+def test_conv_nchw_in_place_equals_the_nhwc_copy(cuda, monkeypatch, case):
+    """A tensor-core conv of an NCHW input reads it in place (AColsNchw, column-major A tiles) or,
+    with set_conv_nchw_loads(False) (autotuning's other candidate), from an NHWC copy with the
+    channels padded (ARowsNhwc): the same A values in the same K order, so the same bits."""
+    mode, dtype, layout, n, h, w, cin, cout, pn, paths = case
+    dtype, _ = conv_dtype(dtype, monkeypatch)
+    x = rand((n, cin, h, w), dtype, cuda.device, layout)
+    wt = rand((cout, cin, 3, 3), dtype, cuda.device, seed=1)
+    b = rand((cout,), dtype, cuda.device, seed=2)
+    extra = () if mode == "down" else (pn,)
+    run = lambda: getattr(cuda.ops, OP_OF_MODE[mode])(x, wt, b, math.sqrt(2), "lrelu", 0.2, *extra)
+    in_place = run()
+    assert cuda.paths() == with_counts(paths, x)
+    assert cuda.ops.set_conv_nchw_loads(False) is True
+    try:
+        copied = run()
+    finally:
+        assert cuda.ops.set_conv_nchw_loads(True) is False
+    assert cuda.paths() == {p: 1 for p in paths}
+    assert torch.equal(in_place, copied)
+    # conv2d_resample (the input gradient's conv of grad_out) reads NCHW in place too, and equals
+    # the conv of the channels_last input
+    lin = cuda.ops.conv2d_resample(x, wt, 0.5, mode)
+    assert "conv.nchw_loads" in cuda.paths()
+    lin_cl = cuda.ops.conv2d_resample(x.contiguous(memory_format=torch.channels_last), wt, 0.5, mode)
+    assert torch.equal(lin, lin_cl.contiguous())
 
 
 # 1x1 convs with <= 4 channels on one side (toRGB, fromRGB, their input gradients) read their input
@@ -187,7 +232,7 @@ def test_pointwise_conv_paths_and_values(cuda, monkeypatch, case):
         wt = rand((cin, cout, 1, 1), dtype, cuda.device, seed=1).transpose(0, 1)
     b = rand((cout,), dtype, cuda.device, seed=2) if has_bias else None
     out = cuda.ops.eq_conv2d(x, wt, b, math.sqrt(2), act, 0.2, pn)
-    assert cuda.paths() == {p: 1 for p in paths}
+    assert cuda.paths() == {p: 1 for p in with_nchw_loads(paths, x)}
     bd = b.double().cpu() if has_bias else None
     want = ref.eq_conv2d(x.double().cpu(), wt.double().cpu(), bd, gain=math.sqrt(2), act=act, alpha=0.2,
                          pixel_norm=pn)
@@ -196,7 +241,7 @@ def test_pointwise_conv_paths_and_values(cuda, monkeypatch, case):
     assert out.is_contiguous(memory_format=suggest_memory_format(x))
     if pn:  # the saved per-pixel scale r of the pixel-normed form
         y2, r = cuda.ops.eq_conv2d_pn(x, wt, b, math.sqrt(2), act, 0.2)
-        assert cuda.paths() == {p: 1 for p in paths}
+        assert cuda.paths() == {p: 1 for p in with_nchw_loads(paths, x)}
         assert torch.equal(y2, out)
         v = ref.eq_conv2d(x.double().cpu(), wt.double().cpu(), bd, gain=math.sqrt(2), act=act, alpha=0.2)
         want_r = v.square().mean(1, keepdim=True).add(1e-8).rsqrt()
@@ -332,14 +377,16 @@ def test_input_gradient_through_tensor_cores(cuda, monkeypatch, case):
 @pytest.mark.parametrize("mode", ["same", "up", "down"])
 def test_tensor_core_weight_operand_is_one_kernel(cuda, mode):
     """The igemm conv's weight operand (scale, per-phase folds, transpose, channel padding, cast) is
-    built by pack_weight_kernel, not by a chain of small ATen ops (10-30 launches per call)."""
+    built by pack_weight_kernel, not by a chain of small ATen ops (10-30 launches per call); the
+    NCHW input is read in place (no copy)."""
     x = rand((1, 8, 4, 4), torch.bfloat16, cuda.device)
     w = rand((16, 8, 3, 3), torch.bfloat16, cuda.device, seed=1)
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         cuda.ops.conv2d_resample(x, w, 0.7, mode)
     names = {e.name for e in prof.events()}
-    assert cuda.paths() == {"conv.igemm": 1}
-    chain = {"aten::stack", "aten::select", "aten::permute", "aten::constant_pad_nd", "aten::mul", "aten::add"}
+    assert cuda.paths() == {"conv.igemm": 1, "conv.nchw_loads": 1}
+    chain = {"aten::stack", "aten::select", "aten::permute", "aten::constant_pad_nd", "aten::mul", "aten::add",
+             "aten::copy_"}
     assert not names & chain, sorted(names & chain)
 
 
@@ -365,11 +412,11 @@ def test_fp32_conv_respects_the_per_op_tf32_setting(cuda):
         pytest.skip("this PyTorch has no per-op fp32 precision")
     before = cudnn.conv.fp32_precision, cudnn.rnn.fp32_precision
     try:
-        for precision, path in (("ieee", "conv.simple"), ("tf32", "conv.igemm_tf32")):
+        for precision, paths in (("ieee", {"conv.simple"}), ("tf32", {"conv.igemm_tf32", "conv.nchw_loads"})):
             cudnn.conv.fp32_precision, cudnn.rnn.fp32_precision = precision, "tf32"
             # With conv IEEE and RNN TF32 the query without an op throws (it used to, for every fp32 conv).
             cuda.ops.eq_conv2d(x, w, None, 1.0, "linear", 0.2, False)
-            assert cuda.paths() == {path: 1}
+            assert cuda.paths() == {p: 1 for p in paths}
     finally:
         cudnn.conv.fp32_precision, cudnn.rnn.fp32_precision = before
 
@@ -461,7 +508,7 @@ def test_tensor_core_paths_need_an_sm80_build(cuda, monkeypatch):
         monkeypatch.setenv("PROGAN_EMU_KERNEL_ARCH", str(kernel_arch))
         cuda.ops.eq_conv2d(x, w, None, 1.0, "linear", 0.2, False)
         cuda.ops.conv2d_resample_grad_weight(x, g, 1.0, "same", 3)
-        assert cuda.paths() == {conv_path: 1, gw_path: 1}, (sm, kernel_arch)
+        assert cuda.paths() == with_counts({conv_path, gw_path}, x), (sm, kernel_arch)
 
 
 def test_progan_g_and_d_block_through_cuda_kernels_only(cuda, recwarn):

@@ -314,7 +314,8 @@ def _resolve(expr, text):
     if expr.isdigit():
         return int(expr)
     name = expr.split("::")[-1]
-    src = (ROOT / "csrc" / "cuda" / "conv_igemm.cuh").read_text() if expr.startswith("igemm::") else text
+    src = "".join((ROOT / "csrc" / "cuda" / f).read_text() for f in ("conv_igemm_load.cuh", "conv_igemm.cuh")) \
+        if expr.startswith("igemm::") else text
     m = re.search(rf"constexpr int (?:[^;]*\b)?{name} = (\d+)", src)
     assert m, f"cannot resolve the block size {expr!r}"
     return int(m.group(1))

@@ -249,9 +249,22 @@ FLOORS: dict[str, Floor] = {
                                 "row (stride C + F), inherently a sector per lane; bytes negligible (0.1 B/out)."),
     "stddev_grad_stat_kernel": Floor(0.05, 1.0, "reads the stddev channel's gradient: in channels_last one element "
                                      "per pixel row, inherently strided; bytes negligible."),
-    "igemm::conv_igemm_kernel": Floor(
+    "igemm::conv_igemm_kernel<T, M, false>": Floor(
+        0.60, 1.2,
+        "NCHW input read in place (AColsNchw): a warp's lanes load one channel of 32 consecutive GEMM rows, "
+        "runs of an image row, and store them into column-major A tiles (conflict-free); shared memory "
+        "1.07-1.12 wavefronts per ideal, never more than 2-way (the accumulator stores of the epilogue, "
+        "as with NHWC input). Same and up modes: 90-100% (whole sectors but "
+        "where a warp's rows wrap at the end of an image row). SHORT: the down mode, 61-63%: its output "
+        "pixel q reads input 2q - 1 + tap, so one tap's lanes read every other element and a sector is "
+        "fetched by two requests (taps tx and tx + 1; on a GPU the second is likely an L1 hit, which this "
+        "model does not count). Target: a K step over tap pairs (tx, tx + 1) for the down mode. The NHWC "
+        "copy path it replaces moved 2 x |x| more through DRAM (the copy's read and write); autotuning "
+        "times both on a GPU (kernel_nhwc).",
+        degree=2),
+    "igemm::conv_igemm_kernel<T, M, true>": Floor(
         0.86, 1.45,
-        "cp.async tile loads (16 bytes per lane) and epilogue stores: whole sectors, except the up mode's "
+        "NHWC input (ARowsNhwc): cp.async tile loads (16 bytes per lane) and epilogue stores: whole sectors, except the up mode's "
         "NCHW stores, 50% (inherent to a block per output parity: a phase's pixels are every other pixel "
         "of a row, so a warp's 4-byte stores land 8 bytes apart; loads and stores together 93% without "
         "split-K, 87% in the shown 8x8 up layer, which splits its 32 K steps in two: each split stores "

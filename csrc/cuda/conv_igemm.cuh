@@ -5,12 +5,13 @@
 // ---- Design note (continued from conv_geom.cuh) ---------------------------------------------------
 // The third forward path (the pointwise and simple paths: conv_geom.cuh):
 //  * implicit-GEMM fast path (igemm::conv_igemm_kernel) for float16/bfloat16 (WMMA m16n16k16)
-//    and float32 when TF32 is allowed (WMMA m16n16k8 tf32), on sm_80+; requires Cin % vec == 0
-//    (vec = 16 B / element size: 8 halves, 4 floats; the host zero-pads other Cin up to it) and
-//    16-byte aligned base pointers; the input is made NHWC. GEMM with M = output pixels (of one
-//    phase for UP), N = Cout, K = taps x Cin
-//    (tap-major, Cin inner so that a K step of BK channels at one tap is a contiguous,
-//    16-byte-aligned run of the NHWC input).
+//    and float32 when TF32 is allowed (WMMA m16n16k8 tf32), on sm_80+. GEMM with M = output
+//    pixels (of one phase for UP), N = Cout, K = taps x Cin (tap-major, Cin inner: a K step is
+//    BK channels at one tap). The A tile has two loaders (conv_igemm_load.cuh): an NHWC input,
+//    16-byte aligned with Cin % vec == 0 (vec = 16 B / element size: 8 halves, 4 floats; the host
+//    zero-pads other Cin up to it), by cp.async of 16-byte runs of channels; an NCHW input read
+//    in place (no NHWC copy: a K step of a channel is a run of an image row) by element loads
+//    through registers into column-major A tiles. The packed weights: 16-byte aligned.
 //      block = 256 threads = 8 warps, tile BM=128 pixels x BN=64 Cout, BK = 64 bytes of channels
 //      (32 halves / 16 floats); warp w computes rows 32*(w/2)..+32, cols 32*(w%2)..+32 as 2x2
 //      WMMA fragments with fp32 accumulators.
@@ -21,7 +22,7 @@
 //      barriers per step; the H200 run of 2026-12-04 measured that kernel at 20% of the matmul
 //      ceiling, under half of what its shared-memory traffic allows by the model in
 //      benchmarks/NOTES.md.) Each thread issues 2 A copies (rows tid/4 and tid/4+64, chunk
-//      tid%4) and 1 B copy per K step.
+//      tid%4) and 1 B copy per K step (NCHW: 16 | 8 element loads of one row instead, below).
 //      smem (3 stages): A 3 x 128 x 80 B = 30720 B, B 3 x 32 x 144 B = 13824 B (halves) or
 //      3 x 16 x 272 B = 13056 B (floats); the epilogue reuses the buffer for the fp32 C tile,
 //      row-major 128 x (64+4) for channels_last output, column-major 64 x (128+4) for NCHW (the
@@ -65,6 +66,7 @@
 // --------------------------------------------------------------------------------------------------
 #pragma once
 
+#include "conv_igemm_load.cuh"
 #include "conv_simple.cuh"
 
 namespace progan_ext {
@@ -73,53 +75,6 @@ namespace cuda {
 // ================================ implicit-GEMM fast path (fp16 / bf16, sm_80+) =============
 namespace igemm {
 
-constexpr int kBM = 128, kBN = 64, kThreads = 256;
-constexpr int kStages = 3;              // cp.async pipeline depth of the conv kernel's main loop
-constexpr int kLdC = kBN + 4;           // floats per smem C row, channels_last output (272 B)
-constexpr int kLdCT = kBM + 4;          // floats per smem C column, NCHW output (528 B)
-constexpr int kSmemC = (kBM * kLdC > kBN * kLdCT ? kBM * kLdC : kBN * kLdCT) * 4;  // epilogue tile, bytes
-
-// Tile geometry per element type T (2-byte half/bfloat16 or 4-byte float). A K step is 64 bytes
-// of channels (32 halves / 16 floats), so in both cases an A row is 4 copies of 16 B and the
-// B tile (K step x 64 Cout) is 256 copies: the same thread -> copy mapping works for every T.
-template <typename T>
-struct Tile {
-  static constexpr int kVecE = 16 / int(sizeof(T));   // elements per 16-byte copy: 8 | 4
-  static constexpr int kBK = 64 / int(sizeof(T));     // K step (channels): 32 | 16
-  static constexpr int kLdA = kBK + kVecE;            // A row pitch: 80 B (rows 16 B apart mod 128 B)
-  static constexpr int kLdB = kBN + kVecE;            // B row pitch: 144 B | 272 B
-  static constexpr int kStageA = kBM * kLdA;          // elements
-  static constexpr int kStageB = kBK * kLdB;          // elements
-  static constexpr int kBChunks = kBN / kVecE;        // 16-byte copies per B row: 8 | 16
-  static constexpr int kSmemAB = kStages * (kStageA + kStageB) * int(sizeof(T));
-  static constexpr int kSmemBytes = kSmemAB > kSmemC ? kSmemAB : kSmemC;
-  static_assert(kBK / kVecE == 4 && kBK * kBChunks == kThreads, "one A-row chunk / one B copy per thread");
-  static_assert(kSmemBytes + kBM * 8 <= 48 * 1024, "static shared memory limit (with the row offsets)");
-  static_assert((kStageA * sizeof(T)) % 32 == 0 && (kStageB * sizeof(T)) % 32 == 0,
-                "WMMA needs 32-byte aligned stage bases");
-  static_assert((16 * kLdA * sizeof(T)) % 32 == 0 && (8 * kLdB * sizeof(T)) % 32 == 0,
-                "fragment row offsets (16 A rows, 8|16 B rows) keep 32-byte alignment");
-};
-
-template <typename T> struct WmmaType;
-template <> struct WmmaType<c10::Half> { using type = __half; };
-template <> struct WmmaType<c10::BFloat16> { using type = __nv_bfloat16; };
-
-// WMMA shape per element type: m16n16k16 for half/bfloat16, m16n16k8 TF32 for float (inputs
-// rounded to TF32 after the fragment load, fp32 accumulation).
-template <typename T>
-struct Mma {
-  using W = typename WmmaType<T>::type;  // element type of the fragment loads
-  using Prec = W;                        // fragment precision tag
-  static constexpr int kK = 16;
-};
-template <>
-struct Mma<float> {
-  using W = float;
-  using Prec = nvcuda::wmma::precision::tf32;
-  static constexpr int kK = 8;
-};
-
 // The main loop of both tensor-core GEMMs: a ring of kSlots shared-memory slots (stages) filled by
 // cp.async. K step j goes to slot j % kSlots, and its copies form this thread's commit group j (a
 // group is committed for every j, empty past the last step, so the counts stay uniform). Iteration ks
@@ -127,14 +82,18 @@ struct Mma<float> {
 // and (b) every warp has finished computing step ks - 1; (b) frees slot (ks - 1) % kSlots, which
 // is refilled right away with step ks + kSlots - 1. So kSlots - 1 steps are in flight while one
 // is computed, and a K step costs one barrier. load(slot) issues the next K step's copies (the
-// steps are loaded in order); compute(slot) runs one K step. On return every copy has landed and
-// every warp is done with the slots, so the buffer may be reused (the epilogue's C tile).
-template <int kSlots, typename Load, typename Compute>
-__device__ __forceinline__ void pipelined_k_loop(int64_t ksteps, Load&& load, Compute&& compute) {
+// steps are loaded in order); compute(slot) runs one K step; drain() is called once, where the
+// load after the last would be (a loader that stores a step's values a step late, through
+// registers, stores the last step's there: before the barrier of the step that reads them). On
+// return every copy has landed and every warp is done with the slots, so the buffer may be reused
+// (the epilogue's C tile).
+template <int kSlots, typename Load, typename Compute, typename Drain>
+__device__ __forceinline__ void pipelined_k_loop(int64_t ksteps, Load&& load, Compute&& compute, Drain&& drain) {
   static_assert(kSlots >= 2, "a ring of at least two slots");
 #pragma unroll
   for (int j = 0; j < kSlots - 1; ++j) {
     if (j < ksteps) load(j);
+    else if (j == ksteps) drain();
     async_copy_commit();
   }
   int slot = 0;  // ks % kSlots, kept by increments
@@ -142,6 +101,7 @@ __device__ __forceinline__ void pipelined_k_loop(int64_t ksteps, Load&& load, Co
     async_copy_wait<kSlots - 2>();  // this thread's group ks has landed
     __syncthreads();                // ... everyone else's too, and slot (ks - 1) % kSlots is free
     if (ks + kSlots - 1 < ksteps) load(slot == 0 ? kSlots - 1 : slot - 1);
+    else if (ks + kSlots - 1 == ksteps) drain();
     async_copy_commit();
     compute(slot);
     slot = slot + 1 == kSlots ? 0 : slot + 1;
@@ -149,31 +109,20 @@ __device__ __forceinline__ void pipelined_k_loop(int64_t ksteps, Load&& load, Co
   async_copy_wait<0>();  // the groups still open are empty
   __syncthreads();       // every warp done with its last slot
 }
+template <int kSlots, typename Load, typename Compute>
+__device__ __forceinline__ void pipelined_k_loop(int64_t ksteps, Load&& load, Compute&& compute) {
+  pipelined_k_loop<kSlots>(ksteps, load, compute, [] {});
+}
 
-struct FastParams {
-  ConvGeom g;
-  int64_t Mp;         // GEMM rows per phase: N*Hp*Wp, (Hp,Wp) = output grid of one phase
-  int64_t Hp, Wp;
-  int64_t CoutP;      // Cout rounded up to Tile<T>::kVecE (row length of wt)
-  bool out_cl;        // output memory format (input is always NHWC here)
-  bool lrelu;
-  float alpha;
-  bool norm_in_tile;  // pixel norm inside the tile (requires Cout <= kBN, gridDim.y == 1)
-  // Split-K (splits > 1): block z = split * P + phase runs K steps [split * split_steps, + split_steps)
-  // and writes its raw fp32 sums (the host passes no bias, linear, no norm) to pre + split * numel(y).
-  int splits;
-  int64_t split_steps;
-  int64_t split_stride;
-};
-
-// T = half | bfloat16 | float (TF32). x: NHWC [N,H,W,Cin], Cin % kVecE == 0, 16-byte aligned.
-// wt: [P][kt*kt][Cin][CoutP] (scale folded), CoutP % kVecE == 0, 16-byte aligned. bias: float
+// T = half | bfloat16 | float (TF32). kInCl: x NHWC [N,H,W,Cin], Cin % kVecE == 0, 16-byte
+// aligned (ARowsNhwc); else x NCHW [N,x_cin,H,W] read in place, any alignment (AColsNchw;
+// conv_igemm_load.cuh). wt: [P][kt*kt][Cin][CoutP] (scale folded), CoutP % kVecE == 0, 16-byte aligned. bias: float
 // [Cout] or null. Output y (or fp32 `pre` when the norm needs a second pass, laid out like y).
 // rnorm: null, or with norm_in_tile the per-pixel inverse norms [N][Ho][Wo] (float).
 // grid = (ceil(Mp/BM), ceil(Cout/BN), splits * P). __launch_bounds__(256, 2): two blocks per SM must fit
 // (at most 128 registers per thread), the occupancy floor of tools/check_device_code.py; ptxas
 // would spill rather than exceed it, and the check fails on any spill.
-template <typename T, ConvMode M>
+template <typename T, ConvMode M, bool kInCl>
 __global__ void __launch_bounds__(kThreads, 2)
 conv_igemm_kernel(const T* __restrict__ x, const T* __restrict__ wt, const float* __restrict__ bias,
                   T* __restrict__ y, float* __restrict__ pre, float* __restrict__ rnorm, FastParams p) {
@@ -184,11 +133,13 @@ conv_igemm_kernel(const T* __restrict__ x, const T* __restrict__ wt, const float
   using Prec = typename Mma<T>::Prec;
   constexpr int kK = Mma<T>::kK;
   using TL = Tile<T>;
-  constexpr int kBK = TL::kBK, kVecE = TL::kVecE, kLdA = TL::kLdA, kLdB = TL::kLdB;
-  constexpr int kStageA = TL::kStageA, kStageB = TL::kStageB;
+  using AL = std::conditional_t<kInCl, ARowsNhwc<T, M>, AColsNchw<T, M>>;  // the A tile's loader
+  using ALayout = std::conditional_t<AL::kColMajor, nvcuda::wmma::col_major, nvcuda::wmma::row_major>;
+  constexpr int kBK = TL::kBK, kVecE = TL::kVecE, kLdA = AL::kLd, kLdB = TL::kLdB;
+  constexpr int kStageA = AL::kStage, kStageB = TL::kStageB;
   using namespace nvcuda;
   PROGAN_SHARED_ALIGNED(unsigned char, smem, TL::kSmemBytes + kBM * 8, 128);
-  T* sA = reinterpret_cast<T*>(smem);                       // [kStages][BM][kLdA]
+  T* sA = reinterpret_cast<T*>(smem);                       // [kStages][BM][kLdA] | [kStages][BK][kLdA]
   T* sB = reinterpret_cast<T*>(smem) + kStages * kStageA;   // [kStages][BK][kLdB]
   float* sC = reinterpret_cast<float*>(smem);         // [BM][kLdC] or [BN][kLdCT], after the main loop
   int64_t* sRow = reinterpret_cast<int64_t*>(smem + TL::kSmemBytes);  // [BM] output offset of channel 0
@@ -201,30 +152,8 @@ conv_igemm_kernel(const T* __restrict__ x, const T* __restrict__ wt, const float
   const int64_t m0 = int64_t(blockIdx.x) * kBM;      // first GEMM row of the tile
   const int64_t n0 = int64_t(blockIdx.y) * kBN;      // first output channel
 
-  // ---- per-thread A rows: thread loads 16-byte chunk (tid%4) of rows tid/4 and tid/4 + 64.
-  // For each row we keep its tap (0,0) pixel and that pixel's input coords; rows >= Mp are
-  // marked invalid (zero-filled).
-  const int a_chunk = tid % 4;
-  const T* a_img[2];
-  int64_t a_iy0[2], a_ix0[2];
-  bool a_ok[2];
-#pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    const int64_t m = m0 + tid / 4 + 64 * i;
-    a_ok[i] = m < p.Mp;
-    const int64_t mm = a_ok[i] ? m : 0;
-    const int64_t qx = mm % p.Wp, qy = (mm / p.Wp) % p.Hp, n = mm / (p.Wp * p.Hp);
-    if constexpr (M == ConvMode::Up) {  // output (2qy+py, 2qx+px); tap 0 at q + parity - 1
-      a_iy0[i] = qy + py - 1;
-      a_ix0[i] = qx + px - 1;
-    } else {
-      a_iy0[i] = tap0<M>(qy, g.pad);
-      a_ix0[i] = tap0<M>(qx, g.pad);
-    }
-    // The row's tap (0, 0) pixel, chunk a_chunk (outside the image at the borders: only offset
-    // from, and read only through taps inside it).
-    a_img[i] = x + ((n * g.H + a_iy0[i]) * g.W + a_ix0[i]) * g.Cin + kVecE * a_chunk;
-  }
+  AL aload;  // this thread's part of the A tile (conv_igemm_load.cuh)
+  aload.init(x, p, m0, tid, py, px);
   // ---- output offsets: row r's element of channel co is at sRow[r] + co * (channels_last ? 1 :
   // Ho*Wo), -1 for rows >= Mp. One set of divisions per row here, instead of three per stored
   // element in the epilogue; read after the main loop's barriers.
@@ -258,29 +187,15 @@ conv_igemm_kernel(const T* __restrict__ x, const T* __restrict__ wt, const float
   const int first_tap = int(ks_begin / cin_steps);
   int ld_ty = first_tap / g.kt, ld_tx = first_tap % g.kt;
   int ld_c0 = int(ks_begin % cin_steps) * kBK;  // Cin < 2^31 (host)
-  bool a_in[2];        // row valid and its tap pixel inside the image
-  int64_t a_tap_off;   // elements from a row's tap (0, 0) pixel to its current tap pixel
   const T* b_src;      // weight element (tap, ld_c0 + b_row, b_col)
   const auto set_tap = [&]() {
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      const int64_t iy = a_iy0[i] + ld_ty, ix = a_ix0[i] + ld_tx;
-      a_in[i] = a_ok[i] && iy >= 0 && iy < g.H && ix >= 0 && ix < g.W;
-    }
-    a_tap_off = (int64_t(ld_ty) * g.W + ld_tx) * g.Cin;
+    aload.set_tap(ld_ty, ld_tx, g);
     b_src = wphase + ((int64_t(ld_ty) * g.kt + ld_tx) * g.Cin + ld_c0 + b_row) * p.CoutP + b_col;
   };
   set_tap();
   auto load_stage = [&](int stage) {
     const int c0 = ld_c0;
-    T* dA = sA + stage * kStageA;
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      // Cin % kVecE == 0, so a chunk starting below Cin lies entirely below Cin.
-      const bool ok = a_in[i] && c0 + kVecE * a_chunk < g.Cin;
-      const T* src = ok ? a_img[i] + a_tap_off + c0 : x;
-      async_copy16(dA + (tid / 4 + 64 * i) * kLdA + kVecE * a_chunk, src, ok);  // 16 B aligned: row pitch 80 B
-    }
+    aload.load(sA + stage * kStageA, c0, g);
     const bool okb = b_col_ok && c0 + b_row < g.Cin;
     async_copy16(sB + stage * kStageB + b_row * kLdB + kVecE * b_chunk, okb ? b_src : wt, okb);  // pitch 144|272 B = 16 B multiple
     ld_c0 += kBK;
@@ -314,12 +229,15 @@ conv_igemm_kernel(const T* __restrict__ x, const T* __restrict__ wt, const float
       const T* tB = sB + stage * kStageB;
 #pragma unroll
       for (int kq = 0; kq < kBK; kq += kK) {
-        wmma::fragment<wmma::matrix_a, 16, 16, kK, Prec, wmma::row_major> fa[NI];
+        wmma::fragment<wmma::matrix_a, 16, 16, kK, Prec, ALayout> fa[NI];
         wmma::fragment<wmma::matrix_b, 16, 16, kK, Prec, wmma::row_major> fb[NJ];
 #pragma unroll
-        // A offsets: 16 rows * 80 B = 1280 B, kq * sizeof(T) = 0|32 B: 32 B aligned.
-        for (int i = 0; i < NI; ++i)
-          wmma::load_matrix_sync(fa[i], reinterpret_cast<const W*>(tA + (wm + 16 * i) * kLdA + kq), kLdA);
+        // A offsets, row-major: 16 rows * 80 B = 1280 B, kq * sizeof(T) = 0|32 B; column-major:
+        // kq columns * (272|528) B (AColsNchw asserts), (wm + 16i) * sizeof(T): 32 B multiples.
+        for (int i = 0; i < NI; ++i) {
+          const T* pa = AL::kColMajor ? tA + kq * kLdA + wm + 16 * i : tA + (wm + 16 * i) * kLdA + kq;
+          wmma::load_matrix_sync(fa[i], reinterpret_cast<const W*>(pa), kLdA);
+        }
 #pragma unroll
         // B offsets: kq rows * (144|272) B (Tile asserts), (wn+16j) * sizeof(T): 32 B multiples.
         for (int j = 0; j < NJ; ++j)
@@ -339,7 +257,7 @@ conv_igemm_kernel(const T* __restrict__ x, const T* __restrict__ wt, const float
 #pragma unroll
           for (int j = 0; j < NJ; ++j) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
       }
-    });  // returns with every copy landed and every warp done with the slots: sC may reuse them
+    }, [&] { aload.drain(); });  // returns with every copy landed and every warp done with the slots: sC may reuse them
   };
   if (!narrow)
     k_loop(std::integral_constant<int, 2>{}, std::integral_constant<int, 2>{});
