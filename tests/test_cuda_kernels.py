@@ -122,18 +122,23 @@ CONV_CASES = [
 ]
 
 
-def with_counts(paths, x):
-    """{path: 1} for a call on x, with_nchw_loads."""
-    return {p: 1 for p in with_nchw_loads(paths, x)}
+def with_counts(paths, *tensors):
+    """{path: 1} for a call on these tensors, with_nchw_loads."""
+    return {p: 1 for p in with_nchw_loads(paths, *tensors)}
 
 
-def with_nchw_loads(paths, x):
-    """The paths of a conv on x: a tensor-core conv reads an NCHW input in place ("conv.nchw_loads"):
-    NCHW-contiguous x (also where the layouts coincide: 1x1 images), and x contiguous in neither
-    format (copied to NCHW)."""
-    tensor_core = paths & {"conv.igemm", "conv.igemm_tf32"}
-    nchw = x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last)
-    return paths | {"conv.nchw_loads"} if tensor_core and nchw else paths
+def with_nchw_loads(paths, *tensors):
+    """The paths of a conv (or a weight gradient) on these tensors, where the cases list the paths
+    with the NHWC copy: the tensor-core kernels read NCHW inputs in place ("conv.nchw_loads",
+    "grad_weight.nchw_loads"; the weight gradient then pads no channels). NCHW: contiguous (also
+    where the layouts coincide: 1x1 images) or contiguous in neither format (copied to NCHW)."""
+    nchw = all(t.is_contiguous() or not t.is_contiguous(memory_format=torch.channels_last) for t in tensors)
+    out = set(paths)
+    if nchw and out & {"conv.igemm", "conv.igemm_tf32"}:
+        out.add("conv.nchw_loads")
+    if nchw and out & {"grad_weight.igemm", "grad_weight.igemm_tf32"}:
+        out = (out - {"grad_weight.channels_padded"}) | {"grad_weight.nchw_loads"}
+    return out
 
 
 @pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: "-".join(map(str, [c[0], str(c[1]).split(".")[-1], *c[2:9]])))
@@ -293,6 +298,10 @@ GRAD_WEIGHT_CASES = [
     ("up", "tf32", "channels_last", 24, 72, {"grad_weight.igemm_tf32"}),
     ("same", "tf32", "nchw", 3, 16, {"grad_weight.igemm_tf32", "grad_weight.channels_padded"}),  # fromRGB
     ("same", "tf32", "channels_last", 16, 3, {"grad_weight.igemm_tf32", "grad_weight.channels_padded"}),  # toRGB
+    # NCHW read in place: the up mode, Cout 3 (toRGB), 2 Cin tiles (64 + 8) with a ragged Cout, misaligned
+    ("up", torch.bfloat16, "nchw", 16, 3, PADDED),
+    ("up", "tf32", "nchw", 72, 20, {"grad_weight.igemm_tf32"}),
+    ("same", torch.float16, "misaligned", 8, 16, {"grad_weight.igemm"}),
     ("same", torch.float64, "channels_last", 5, 7, {"grad_weight.simple"}),
     # the simple path's channels_last kernel: lanes on 32 input channels (40, 33: a ragged 2nd block)
     ("up", torch.float32, "channels_last", 40, 6, {"grad_weight.simple"}),  # TF32 off
@@ -313,6 +322,7 @@ GRAD_WEIGHT_CHUNK_CASES = [
     ("same", torch.float16, "nchw", 8, 8, {"grad_weight.igemm"}, 2, 40, 40),      # 13 chunks, Wp 40
     ("up", "tf32", "channels_last", 8, 8, {"grad_weight.igemm_tf32"}, 5, 3, 3),   # 9 pixels per phase image
     ("down", torch.bfloat16, "nchw", 8, 16, {"grad_weight.igemm"}, 3, 10, 14),    # 5 x 7 outputs
+    ("up", torch.float16, "nchw", 8, 8, {"grad_weight.igemm"}, 2, 9, 11),         # 4 phases of 9 x 11
     ("down", torch.float64, "nchw", 2, 3, {"grad_weight.simple"}, 2, 32, 32),     # 2 chunks of 256
     ("same", torch.float64, "channels_last", 16, 16, {"grad_weight.simple"}, 3, 64, 48),  # 2304 weights:
                                                                         # 2 chunks (at most 8192 pixels)
@@ -332,7 +342,17 @@ def check_grad_weight(cuda, monkeypatch, mode, dtype, layout, cin, cout, paths, 
     x = rand((n, cin, h, w), dtype, cuda.device, layout)
     g = rand((n, cout, ho, wo), dtype, cuda.device, layout, seed=1)
     out = cuda.ops.conv2d_resample_grad_weight(x, g, 0.7, mode, 3)
-    assert cuda.paths() == {p: 1 for p in paths}
+    assert cuda.paths() == with_counts(paths, x, g)
+    if "grad_weight.nchw_loads" in with_nchw_loads(paths, x, g):
+        # read in place or from NHWC copies (set_conv_nchw_loads(False), channels padded): the same
+        # values in the same pixel order, so the same bits
+        assert cuda.ops.set_conv_nchw_loads(False) is True
+        try:
+            copied = cuda.ops.conv2d_resample_grad_weight(x, g, 0.7, mode, 3)
+        finally:
+            assert cuda.ops.set_conv_nchw_loads(True) is False
+        assert cuda.paths() == {p: 1 for p in paths}
+        assert torch.equal(out, copied)
     w0 = torch.zeros(cout, cin, 3, 3, dtype=torch.float64, requires_grad=True)
     xd = x.double().cpu()
     y = {"same": lambda: F.conv2d(xd, w0 * 0.7, padding=1),

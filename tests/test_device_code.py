@@ -402,4 +402,7 @@ def test_device_code_of_the_built_module(tmp_path, capsys):
     status = cdc.main(["--module", _built_module(), "--doc", str(doc)])
     out = capsys.readouterr().out
     assert status == 0, out
-    assert "igemm::conv_igemm_kernel<Half, Same>" in doc.read_text()
+    text = doc.read_text()
+    for layout in ("true", "false"):  # NHWC and NCHW inputs
+        assert f"igemm::conv_igemm_kernel<Half, Same, {layout}>" in text
+        assert f"igemm::grad_weight_igemm_kernel<Half, Same, {layout}>" in text

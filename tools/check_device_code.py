@@ -167,14 +167,12 @@ FAMILIES = [
            "(register pairs), which allows exactly 3. The floor catches a register blow-up, not speed."),
 ]
 
-# Tensor-core instantiations that must exist in every sm_80+ cubin set: (kernel, T, mode), the TF32
-# (float) weight gradient included; the conv once per input layout (true: NHWC, false: NCHW read
-# in place).
+# Tensor-core instantiations that must exist in every sm_80+ cubin set: (kernel, T, mode, input
+# layout: true NHWC, false NCHW read in place), the TF32 (float) weight gradient included.
 _MODES = ("Same", "Up", "Down")
 EXPECTED_TENSOR_CORE = sorted(
-    [f"igemm::conv_igemm_kernel<{t}, {m}, {cl}>" for t in ("Half", "BFloat16", "float") for m in _MODES
-     for cl in ("true", "false")]
-    + [f"igemm::grad_weight_igemm_kernel<{t}, {m}>" for t in ("Half", "BFloat16", "float") for m in _MODES])
+    f"igemm::{k}<{t}, {m}, {cl}>" for k in ("conv_igemm_kernel", "grad_weight_igemm_kernel")
+    for t in ("Half", "BFloat16", "float") for m in _MODES for cl in ("true", "false"))
 
 TENSOR_CORE_OPS = ("HMMA", "HGMMA")
 LOCAL_OPS = ("LDL", "STL")

@@ -288,7 +288,9 @@ FLOORS: dict[str, Floor] = {
         "the tensor-core weight gradient (bf16; fp32 as TF32): cp.async tile loads of 16 bytes per lane, "
         "contiguous partial-tile stores: " + GOOD + ". Shared: fragment loads conflict-free; the cp.async "
         "stores of a quarter-warp land in two rows 144 (272) bytes apart, 2-way in some phases "
-        "(1.11-1.20 wavefronts per ideal).", degree=2),
+        "(1.11-1.20 wavefronts per ideal). NCHW inputs read in place (<T, M, false>): a warp loads one "
+        "channel of the K step's 32 consecutive pixels (whole sectors but where a step wraps an image row) "
+        "and stores them along the tile's pixel rows, conflict-free; 1.11 wavefronts per ideal.", degree=2),
     "grad_weight_partial_kernel": Floor(
         0.90, 1.0,
         "the simple grad-weight path, now only for float64 and float32 with TF32 off (the 'TF32 off' "

@@ -34,13 +34,19 @@ at::Tensor down_fold_t(const at::Tensor& G, int64_t d) {
   return at::stack({g0.add(g1), g1.add(g2), g2.add(g3)}, d);
 }
 
-// Launches grad_weight_igemm_kernel<T, M> unless it was not built for this device (then false).
-template <typename T, ConvMode M>
+// Launches grad_weight_igemm_kernel<T, M, kInCl> unless it was not built for this device (then
+// false). One launch site per input layout (the memory tracer names kernels by the launch's text).
+template <typename T, ConvMode M, bool kInCl>
 bool try_launch_grad_weight(const dim3& grid, cudaStream_t stream, const at::Tensor& x, const at::Tensor& g,
                             at::Tensor& partial, const igemm::GradWeightParams& p) {
-  if (!tensor_core_kernel_usable(x, &igemm::grad_weight_igemm_kernel<T, M>)) return false;
-  PROGAN_LAUNCH((igemm::grad_weight_igemm_kernel<T, M>), grid, igemm::kThreads, 0, stream, x.const_data_ptr<T>(),
-                g.const_data_ptr<T>(), partial.mutable_data_ptr<float>(), p);
+  if (!tensor_core_kernel_usable(x, &igemm::grad_weight_igemm_kernel<T, M, kInCl>)) return false;
+  const T* xp = x.const_data_ptr<T>();
+  const T* gp = g.const_data_ptr<T>();
+  float* pp = partial.mutable_data_ptr<float>();
+  if constexpr (kInCl)
+    PROGAN_LAUNCH((igemm::grad_weight_igemm_kernel<T, M, true>), grid, igemm::kThreads, 0, stream, xp, gp, pp, p);
+  else
+    PROGAN_LAUNCH((igemm::grad_weight_igemm_kernel<T, M, false>), grid, igemm::kThreads, 0, stream, xp, gp, pp, p);
   return true;
 }
 
@@ -50,17 +56,20 @@ at::Tensor grad_weight_fast(const at::Tensor& x_in, const at::Tensor& g_in, doub
   const at::ScalarType dt = x_in.scalar_type();
   // float32 only when TF32 is allowed for convolutions (as the forward, and as cuDNN's backward).
   if (dt != at::kHalf && dt != at::kBFloat16 && !(dt == at::kFloat && conv_tf32_allowed())) return at::Tensor();
-  // Cin and Cout not multiples of the 16-byte vector (8 halves, 4 floats; fromRGB's 3 input
-  // channels, toRGB's 3 outputs, the D 4x4 block's 513) get zero channels up to the next
-  // multiple: their gradient rows and columns are computed and dropped.
-  const int64_t vec = 16 / int64_t(x_in.element_size());
+  // NCHW x and grad_out are read in place (unless set_conv_nchw_loads(false)), any channel counts.
+  // Otherwise both are made NHWC, and Cin and Cout not multiples of the 16-byte vector (8 halves,
+  // 4 floats; fromRGB's 3 input channels, toRGB's 3 outputs, the D 4x4 block's 513) get zero
+  // channels up to the next multiple: their gradient rows and columns are computed and dropped.
+  const bool nchw_in = layout_of(x_in) != at::MemoryFormat::ChannelsLast &&
+                       layout_of(g_in) != at::MemoryFormat::ChannelsLast && conv_nchw_loads_enabled();
+  const int64_t vec = nchw_in ? 1 : 16 / int64_t(x_in.element_size());
   const ConvGeom orig = make_geom(x_in, g_in.size(1), k, mode);
   ConvGeom geom = orig;
   geom.Cin = ceil_div(orig.Cin, vec) * vec;
   geom.Cout = ceil_div(orig.Cout, vec) * vec;
-  const at::Tensor x = nhwc_channels_padded(x_in, geom.Cin);
-  const at::Tensor g = nhwc_channels_padded(g_in, geom.Cout);
-  if (!aligned16(x.const_data_ptr()) || !aligned16(g.const_data_ptr())) return at::Tensor();
+  const at::Tensor x = nchw_in ? x_in.contiguous() : nhwc_channels_padded(x_in, geom.Cin);
+  const at::Tensor g = nchw_in ? g_in.contiguous() : nhwc_channels_padded(g_in, geom.Cout);
+  if (!nchw_in && (!aligned16(x.const_data_ptr()) || !aligned16(g.const_data_ptr()))) return at::Tensor();
   igemm::GradWeightParams p;
   p.g = geom;
   p.Hp = mode == ConvMode::Up ? geom.H : geom.Ho;
@@ -84,19 +93,24 @@ at::Tensor grad_weight_fast(const at::Tensor& x_in, const at::Tensor& g_in, doub
   at::Tensor geff = at::empty({neff}, x.options().dtype(at::kFloat));
   const cudaStream_t stream = current_stream();
   const dim3 grid{unsigned(gx), unsigned(gy), unsigned(geom.phases * chunks)};
-  auto launch = [&](auto tag) {
+  auto launch_layout = [&](auto tag, auto in_cl) {
     using T = decltype(tag);
+    constexpr bool kInCl = decltype(in_cl)::value;
     switch (mode) {
-      case ConvMode::Same: return try_launch_grad_weight<T, ConvMode::Same>(grid, stream, x, g, partial, p);
-      case ConvMode::Up: return try_launch_grad_weight<T, ConvMode::Up>(grid, stream, x, g, partial, p);
-      default: return try_launch_grad_weight<T, ConvMode::Down>(grid, stream, x, g, partial, p);
+      case ConvMode::Same: return try_launch_grad_weight<T, ConvMode::Same, kInCl>(grid, stream, x, g, partial, p);
+      case ConvMode::Up: return try_launch_grad_weight<T, ConvMode::Up, kInCl>(grid, stream, x, g, partial, p);
+      default: return try_launch_grad_weight<T, ConvMode::Down, kInCl>(grid, stream, x, g, partial, p);
     }
+  };
+  auto launch = [&](auto tag) {
+    return nchw_in ? launch_layout(tag, std::false_type{}) : launch_layout(tag, std::true_type{});
   };
   const bool ran = dt == at::kHalf       ? launch(c10::Half())
                    : dt == at::kBFloat16 ? launch(c10::BFloat16())
                                          : launch(float());
   if (!ran) return at::Tensor();
   record_kernel_path(dt == at::kFloat ? "grad_weight.igemm_tf32" : "grad_weight.igemm");
+  if (nchw_in) record_kernel_path("grad_weight.nchw_loads");
   PROGAN_LAUNCH(grad_weight_finish_kernel<float>, blocks_for(neff, 256), 256, 0, stream,
                 partial.const_data_ptr<float>(), geff.mutable_data_ptr<float>(), neff, chunks, float(scale));
   // [P][ky][kx][Cin][Cout] -> [P][Cout][Cin][ky][kx], then back through the transposed folds.

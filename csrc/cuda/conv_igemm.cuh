@@ -52,7 +52,8 @@
 // conv2d_resample_grad_weight: grad_w[co,ci,ky,kx] = scale * sum_{n,pixels} g * patch.
 //  * pointwise path: the 1x1 convs of the pointwise forward path (conv_pointwise.cuh).
 //  * fast path (half/bfloat16, and float32 as TF32 when TF32 is allowed for convolutions; sm_80+;
-//    Cin and Cout zero-padded by the host to multiples of the 16-byte vector):
+//    NCHW x and grad_out read in place, any channel counts; otherwise both made NHWC, Cin and
+//    Cout zero-padded by the host to multiples of the 16-byte vector):
 //    grad_weight_igemm_kernel, a WMMA GEMM for the gradient of the EFFECTIVE kernel (rows Cin of
 //    one tap, cols Cout, reduction over the pixels of one phase, split into fixed chunks with fp32
 //    partial tiles in a workspace); the chunks are summed in order, then the host maps the result back to the k x k
@@ -84,7 +85,9 @@ namespace igemm {
 // is computed, and a K step costs one barrier. load(slot) issues the next K step's copies (the
 // steps are loaded in order); compute(slot) runs one K step; drain() is called once, where the
 // load after the last would be (a loader that stores a step's values a step late, through
-// registers, stores the last step's there: before the barrier of the step that reads them). On
+// registers, stores the last step's there: before the barrier of the step that reads them; such a
+// loader needs kSlots >= 3, for step j is then loaded two iterations before it is read and stored
+// one before). On
 // return every copy has landed and every warp is done with the slots, so the buffer may be reused
 // (the epilogue's C tile).
 template <int kSlots, typename Load, typename Compute, typename Drain>
@@ -371,9 +374,12 @@ conv_igemm_kernel(const T* __restrict__ x, const T* __restrict__ wt, const float
 // tiles go to a workspace [chunks][P][taps][Cin][Cout]; grad_weight_finish_kernel<float> sums the
 // chunks in order (deterministic).
 // T = half | bfloat16 (WMMA m16n16k16) | float (TF32 WMMA m16n16k8, operands rounded to TF32).
-// Preconditions (host): x and gout NHWC contiguous and 16-byte aligned, Cin and Cout multiples of
-// GwTile<T>::kVecE (16-byte chunks along channels are then all in or all out of range; the host
-// zero-pads other channel counts).
+// Preconditions (host), kInCl: x and gout NHWC contiguous and 16-byte aligned, Cin and Cout
+// multiples of GwTile<T>::kVecE (16-byte chunks along channels are then all in or all out of range;
+// the host zero-pads other channel counts). !kInCl: x and gout NCHW contiguous, read in place (any
+// alignment and channel counts): a warp loads one channel of the step's 32 consecutive pixels, and
+// the tiles are [channel][pixel] (A = x^T row-major, B = gout col-major for the fragment loads);
+// each step's values are stored a step later, as in AColsNchw (conv_igemm_load.cuh).
 // Block: 256 threads = 8 warps; tile 64 ci x 64 co; K step 32 pixels; warp w owns rows
 // 16*(w%4)..+16 and cols 32*(w/4)..+32 (2 fragments). smem per stage: A [32 px][64+VEC ci] and
 // B [32 px][64+VEC co]: 2 x 4608 B (halves) or 2 x 8704 B (floats); 3 stages for halves = 27648 B,
@@ -393,7 +399,16 @@ struct GwTile {
   static constexpr int kStages = sizeof(T) == 2 ? 3 : 2;
   static constexpr int kSmemAB = kStages * 2 * kStage * int(sizeof(T));
   static constexpr int kSmemBytes = kSmemAB > kGwSmemC ? kSmemAB : kGwSmemC;
+  // NCHW operands read in place: tiles [64 channels][32 px + VEC] (a channel's pixels contiguous),
+  // each thread 8 channels of one pixel per operand and step, element loads through registers.
+  static constexpr int kLdT = kGwBK + kVecE;                   // 80 B | 144 B (16 B mod 128)
+  static constexpr int kStageT = kGwTile * kLdT;
+  static constexpr int kPerT = kGwTile / (kThreads / kGwBK);    // channels per thread and operand: 8
+  static constexpr int kSmemABT = kStages * 2 * kStageT * int(sizeof(T));
+  static constexpr int kSmemBytesT = kSmemABT > kGwSmemC ? kSmemABT : kGwSmemC;
   static_assert(kCopies * kThreads == kGwBK * kChunks, "whole copies per thread");
+  static_assert((kStageT * sizeof(T)) % 32 == 0 && (16 * kLdT * sizeof(T)) % 32 == 0 &&
+                (Mma<T>::kK * sizeof(T)) % 32 == 0 && kSmemBytesT <= 48 * 1024, "NCHW tiles: WMMA alignment, smem");
   static_assert((kStage * sizeof(T)) % 32 == 0 && (Mma<T>::kK * kLd * sizeof(T)) % 32 == 0,
                 "WMMA needs 32-byte aligned tiles and K-step offsets");
   static_assert(kSmemBytes <= 48 * 1024, "static shared memory limit");
@@ -407,7 +422,7 @@ struct GradWeightParams {
   int cin_tiles;       // ceil(Cin / 64)
 };
 
-template <typename T, ConvMode M>
+template <typename T, ConvMode M, bool kInCl>
 __global__ void __launch_bounds__(kThreads)
 grad_weight_igemm_kernel(const T* __restrict__ x, const T* __restrict__ gout, float* __restrict__ partial,
                          GradWeightParams p) {
@@ -418,11 +433,13 @@ grad_weight_igemm_kernel(const T* __restrict__ x, const T* __restrict__ gout, fl
   using Prec = typename Mma<T>::Prec;
   constexpr int kK = Mma<T>::kK;
   using TL = GwTile<T>;
-  constexpr int kLd = TL::kLd, kStage = TL::kStage, kVecE = TL::kVecE;
+  constexpr int kVecE = TL::kVecE;
+  constexpr int kLd = kInCl ? TL::kLd : TL::kLdT, kStage = kInCl ? TL::kStage : TL::kStageT;
   using namespace nvcuda;
-  PROGAN_SHARED_ALIGNED(unsigned char, smem, TL::kSmemBytes, 128);
-  T* sA = reinterpret_cast<T*>(smem);                          // [kStages][32 px][kLd]  (ci contiguous)
-  T* sB = reinterpret_cast<T*>(smem) + TL::kStages * kStage;   // [kStages][32 px][kLd]  (co contiguous)
+  PROGAN_SHARED_ALIGNED(unsigned char, smem, kInCl ? TL::kSmemBytes : TL::kSmemBytesT, 128);
+  // NHWC: [kStages][32 px][kLd] (channels contiguous); NCHW: [kStages][64 ch][kLd] (pixels contiguous)
+  T* sA = reinterpret_cast<T*>(smem);
+  T* sB = reinterpret_cast<T*>(smem) + TL::kStages * kStage;
   float* sC = reinterpret_cast<float*>(smem);       // [64 ci][kGwLdC], after the main loop
 
   const ConvGeom& g = p.g;
@@ -442,9 +459,24 @@ grad_weight_igemm_kernel(const T* __restrict__ x, const T* __restrict__ gout, fl
   // of one row. The K steps are loaded in order; the thread keeps its row's pixel (n, qy, qx) at the
   // next step and moves it on by kGwBK pixels with a mixed-radix add whose digits (step_n, step_y,
   // step_x) are computed once: no per-step division.
+  // (NCHW: thread tid owns pixel row tid % 32 and channels kPerT * (tid / 32) + [0, kPerT) of both
+  // operands; the same cursor.)
   constexpr int kRowThreads = TL::kChunks / TL::kCopies;
   static_assert(kThreads / kRowThreads == kGwBK, "one row per thread");
-  const int row = tid / kRowThreads;
+  const int row = kInCl ? tid / kRowThreads : tid % kGwBK;
+  constexpr int kPer = TL::kPerT;
+  const int cg = tid / kGwBK;                    // NCHW: channel group
+  T va[kPer], vb[kPer];                          // NCHW: the last loaded step's values ...
+  T* pend = nullptr;                             // ... and their A stage (null: none)
+  const auto store_pending = [&] {
+    if (pend != nullptr) {
+#pragma unroll
+      for (int e = 0; e < kPer; ++e) {
+        pend[(kPer * cg + e) * kLd + row] = va[e];
+        pend[TL::kStages * kStage + (kPer * cg + e) * kLd + row] = vb[e];
+      }
+    }
+  };
   const int64_t hw = p.Hp * p.Wp;
   const int step_x = int(kGwBK % hw % p.Wp), step_y = int(kGwBK % hw / p.Wp), step_n = int(kGwBK / hw);
   int ld_qx = int((pb + row) % p.Wp), ld_qy = int((pb + row) / p.Wp % p.Hp), ld_n = int((pb + row) / hw);
@@ -465,18 +497,47 @@ grad_weight_igemm_kernel(const T* __restrict__ x, const T* __restrict__ gout, fl
       oy = qy; ox = qx;
     }
     const bool in_a = ok && iy >= 0 && iy < g.H && ix >= 0 && ix < g.W;
-    const int64_t xpix = ((n * g.H + iy) * g.W + ix) * g.Cin, gpix = ((n * g.Ho + oy) * g.Wo + ox) * g.Cout;
+    if constexpr (!kInCl) {
+      store_pending();  // the previous step's values: their loads were issued a step ago
+      const int64_t ca = ci0 + kPer * cg, cb = co0 + kPer * cg, xhw = g.H * g.W, ghw = g.Ho * g.Wo;
+      const T* xs = x + ((n * g.Cin + ca) * g.H + (in_a ? iy : 0)) * g.W + (in_a ? ix : 0);
+      const T* gs = gout + ((n * g.Cout + cb) * g.Ho + oy) * g.Wo + ox;  // read only when ok
+      const T zero = T(0.f);
+      if (in_a && ca + kPer <= g.Cin) {
 #pragma unroll
-    for (int i = 0; i < TL::kCopies; ++i) {
-      const int ch = tid % kRowThreads + kRowThreads * i;
-      const int64_t c = ci0 + kVecE * ch;
-      const bool oka = in_a && c < g.Cin;
-      const T* srca = oka ? x + xpix + c : x;
-      async_copy16(sA + stage * kStage + row * kLd + kVecE * ch, srca, oka);  // 16 B multiples: aligned
-      const int64_t co = co0 + kVecE * ch;
-      const bool okb = ok && co < g.Cout;
-      const T* srcb = okb ? gout + gpix + co : gout;
-      async_copy16(sB + stage * kStage + row * kLd + kVecE * ch, srcb, okb);
+        for (int e = 0; e < kPer; ++e) va[e] = xs[e * xhw];
+      } else {
+#pragma unroll
+        for (int e = 0; e < kPer; ++e) va[e] = in_a && ca + e < g.Cin ? xs[e * xhw] : zero;
+      }
+      if (ok && cb + kPer <= g.Cout) {
+#pragma unroll
+        for (int e = 0; e < kPer; ++e) vb[e] = gs[e * ghw];
+      } else {
+#pragma unroll
+        for (int e = 0; e < kPer; ++e) vb[e] = ok && cb + e < g.Cout ? gs[e * ghw] : zero;
+      }
+      pend = sA + stage * kStage;
+      // A step stored a step late is read one ring iteration after its store only with >= 3
+      // slots; with 2 (floats) slot j is read right after the barrier that precedes the store.
+      if constexpr (TL::kStages < 3) {
+        store_pending();
+        pend = nullptr;
+      }
+    } else {
+      const int64_t xpix = ((n * g.H + iy) * g.W + ix) * g.Cin, gpix = ((n * g.Ho + oy) * g.Wo + ox) * g.Cout;
+#pragma unroll
+      for (int i = 0; i < TL::kCopies; ++i) {
+        const int ch = tid % kRowThreads + kRowThreads * i;
+        const int64_t c = ci0 + kVecE * ch;
+        const bool oka = in_a && c < g.Cin;
+        const T* srca = oka ? x + xpix + c : x;
+        async_copy16(sA + stage * kStage + row * kLd + kVecE * ch, srca, oka);  // 16 B multiples: aligned
+        const int64_t co = co0 + kVecE * ch;
+        const bool okb = ok && co < g.Cout;
+        const T* srcb = okb ? gout + gpix + co : gout;
+        async_copy16(sB + stage * kStage + row * kLd + kVecE * ch, srcb, okb);
+      }
     }
   };
 
@@ -490,18 +551,22 @@ grad_weight_igemm_kernel(const T* __restrict__ x, const T* __restrict__ gout, fl
     const T* tB = sB + stage * kStage;
 #pragma unroll
     for (int kq = 0; kq < kGwBK; kq += kK) {
-      // A^T: element (ci i, pixel k) at tA[k*kLd + i] = col_major with ldm kLd. Offsets kq*kLd
-      // elements (GwTile asserts) and wi elements (0..48: 32 B multiples) keep 32 B alignment.
-      wmma::fragment<wmma::matrix_a, 16, 16, kK, Prec, wmma::col_major> fa;
-      wmma::load_matrix_sync(fa, reinterpret_cast<const W*>(tA + kq * kLd + wi), kLd);
+      // A^T: element (ci i, pixel k) at tA[k*kLd + i] = col_major with ldm kLd (NCHW: tA[i*kLd + k],
+      // row_major). Offsets kq*kLd elements (GwTile asserts) and wi elements (0..48: 32 B
+      // multiples) keep 32 B alignment; NCHW: wi*kLd (16-row multiples) and kq elements.
+      using LA = std::conditional_t<kInCl, wmma::col_major, wmma::row_major>;
+      using LB = std::conditional_t<kInCl, wmma::row_major, wmma::col_major>;
+      wmma::fragment<wmma::matrix_a, 16, 16, kK, Prec, LA> fa;
+      wmma::load_matrix_sync(fa, reinterpret_cast<const W*>(kInCl ? tA + kq * kLd + wi : tA + wi * kLd + kq), kLd);
       if constexpr (std::is_same_v<T, float>) {  // round the fp32 operands to TF32
 #pragma unroll
         for (int t = 0; t < fa.num_elements; ++t) fa.x[t] = wmma::__float_to_tf32(fa.x[t]);
       }
 #pragma unroll
       for (int j = 0; j < 2; ++j) {
-        wmma::fragment<wmma::matrix_b, 16, 16, kK, Prec, wmma::row_major> fb;
-        wmma::load_matrix_sync(fb, reinterpret_cast<const W*>(tB + kq * kLd + wj + 16 * j), kLd);
+        wmma::fragment<wmma::matrix_b, 16, 16, kK, Prec, LB> fb;
+        const T* pb_ = kInCl ? tB + kq * kLd + wj + 16 * j : tB + (wj + 16 * j) * kLd + kq;
+        wmma::load_matrix_sync(fb, reinterpret_cast<const W*>(pb_), kLd);
         if constexpr (std::is_same_v<T, float>) {
 #pragma unroll
           for (int t = 0; t < fb.num_elements; ++t) fb.x[t] = wmma::__float_to_tf32(fb.x[t]);
@@ -509,6 +574,9 @@ grad_weight_igemm_kernel(const T* __restrict__ x, const T* __restrict__ gout, fl
         wmma::mma_sync(acc[j], fa, fb, acc[j]);
       }
     }
+  }, [&] {
+    store_pending();
+    pend = nullptr;
   });  // returns with every copy landed and every warp done with the slots: sC may reuse them
 #pragma unroll
   for (int j = 0; j < 2; ++j)  // wi*272 B and (wj+16j)*4 B: multiples of 32 B

@@ -164,6 +164,7 @@ struct AColsNchw {
   static constexpr int kLd = kBM + Tile<T>::kVecE;       // channel column pitch: 272 B | 528 B (16 B mod 128)
   static constexpr int kStage = kBK * kLd;               // elements
   static_assert(kThreads == 2 * kBM, "a thread per (row, half of the step's channels)");
+  static_assert(kStages >= 3, "a step stored a step late is read an iteration later (pipelined_k_loop)");
   static_assert(kStage <= Tile<T>::kStageA, "fits the NHWC stage the shared buffer is sized for");
   static_assert((kStage * sizeof(T)) % 32 == 0 && (8 * kLd * sizeof(T)) % 32 == 0,
                 "WMMA: 32-byte aligned stages and fragment column offsets (kq = 8 | 16)");
