@@ -87,9 +87,8 @@ namespace igemm {
 // load after the last would be (a loader that stores a step's values a step late, through
 // registers, stores the last step's there: before the barrier of the step that reads them; such a
 // loader needs kSlots >= 3, for step j is then loaded two iterations before it is read and stored
-// one before). On
-// return every copy has landed and every warp is done with the slots, so the buffer may be reused
-// (the epilogue's C tile).
+// one before). On return every copy has landed and every warp is done with the slots, so the
+// buffer may be reused (the epilogue's C tile).
 template <int kSlots, typename Load, typename Compute, typename Drain>
 __device__ __forceinline__ void pipelined_k_loop(int64_t ksteps, Load&& load, Compute&& compute, Drain&& drain) {
   static_assert(kSlots >= 2, "a ring of at least two slots");
